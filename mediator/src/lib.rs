@@ -1,0 +1,12 @@
+//! The hypervisor-agnostic Gen9 vGPU device model.
+//!
+//! Everything a guest can reach goes through [`bus::IoHandler`]; everything the model wants
+//! the platform to do (trap or untrap a range, raise an MSI, write-protect a guest frame) is
+//! returned as [`effects::Effect`] data and applied by the backend. Guest RAM is reached
+//! only through [`memory::GuestMemory`], which copies: the model never holds a reference
+//! into guest memory.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod effects;
+pub mod memory;

@@ -1,0 +1,2 @@
+//! The xengtd daemon as a library: configuration, hotplug, the control protocol.
+#![forbid(unsafe_code)]
