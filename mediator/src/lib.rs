@@ -9,4 +9,5 @@
 
 pub mod bus;
 pub mod effects;
+pub mod guest_port;
 pub mod memory;
