@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod display;
 pub mod effects;
 pub mod guest_port;
 pub mod memory;
