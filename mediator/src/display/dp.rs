@@ -127,18 +127,27 @@ impl DpSink {
 
     /// Link-training status driven by TRAINING_PATTERN_SET (DPCD 102).
     fn training_pattern(&mut self) {
-        let d = &mut self.dpcd;
-        match d[0x102] & 3 {
+        match self.dpcd(0x102) & 3 {
             1 => {
-                d[0x202] |= 0x11;
-                d[0x203] |= 0x11;
+                self.or_at(0x202, 0x11);
+                self.or_at(0x203, 0x11);
             }
             2 | 3 => {
-                d[0x202] |= 0x66;
-                d[0x203] |= 0x66;
-                d[0x204] |= 0x01;
+                self.or_at(0x202, 0x66);
+                self.or_at(0x203, 0x66);
+                self.or_at(0x204, 0x01);
             }
-            _ => d[0x205] = 0x03,
+            _ => {
+                if let Some(b) = self.dpcd.get_mut(0x205) {
+                    *b = 0x03;
+                }
+            }
+        }
+    }
+
+    fn or_at(&mut self, addr: usize, bits: u8) {
+        if let Some(b) = self.dpcd.get_mut(addr) {
+            *b |= bits;
         }
     }
 

@@ -43,16 +43,23 @@ pub struct Timing {
 impl Timing {
     /// Total pixels per line.
     pub fn h_total(&self) -> u32 {
-        self.h_active + self.h_front + self.h_sync + self.h_back
+        self.h_active
+            .saturating_add(self.h_front)
+            .saturating_add(self.h_sync)
+            .saturating_add(self.h_back)
     }
     /// Total lines per frame.
     pub fn v_total(&self) -> u32 {
-        self.v_active + self.v_front + self.v_sync + self.v_back
+        self.v_active
+            .saturating_add(self.v_front)
+            .saturating_add(self.v_sync)
+            .saturating_add(self.v_back)
     }
     /// Refresh rate in mHz (Hz × 1000), as GVT stores it.
     pub fn refresh_mhz(&self) -> u64 {
         let total = u64::from(self.h_total()) * u64::from(self.v_total());
-        (self.pixel_clock_khz * 1_000_000)
+        self.pixel_clock_khz
+            .saturating_mul(1_000_000)
             .checked_div(total)
             .unwrap_or(0)
     }
@@ -60,10 +67,11 @@ impl Timing {
 
 /// CVT reduced-blanking timing for `mode` (160-pixel horizontal blank: 48 front porch,
 /// 32 sync; vertical front porch 3, sync by aspect ratio, at least 460 µs of vertical
-/// blank; clock rounded down to 250 kHz; hsync positive, vsync negative).
+/// blank; clock rounded down to 250 kHz; hsync positive, vsync negative). Fields are
+/// clamped to 1..=8192 pixels and 1..=1000 Hz first; validate the mode for real limits.
 pub fn cvt_rb(mode: &MonitorConfig) -> Timing {
-    let (w, h) = (mode.width.max(1), mode.height.max(1));
-    let refresh = u64::from(mode.refresh.max(1));
+    let (w, h) = (mode.width.clamp(1, 8192), mode.height.clamp(1, 8192));
+    let refresh = u64::from(mode.refresh.clamp(1, 1000));
     let v_sync = v_sync_for_aspect(w, h);
     let frame_ps = 1_000_000_000_000 / refresh;
     let h_period_ps = frame_ps.saturating_sub(460_000_000) / u64::from(h).max(1);

@@ -31,6 +31,7 @@ mod fb_tests;
 mod tests;
 
 use serde::{Deserialize, Serialize};
+use tracing::{debug, info};
 
 pub use self::caps::{DisplayCaps, PlaneInterface};
 pub use self::fb::{FbError, GttLookup, PlaneInfo};
@@ -119,6 +120,13 @@ pub struct DisplayCounters {
     pub refused_writes: u64,
     /// Hot-plug events raised.
     pub hotplugs: u64,
+    /// PIPECONF writes that enabled a pipe.
+    pub pipe_enables: u64,
+}
+
+/// Rate limit for logs a guest can trigger: the first few, then every power of two.
+fn should_log(count: u64) -> bool {
+    count <= 4 || count.is_power_of_two()
 }
 
 /// The display engine of one vGPU.
@@ -260,6 +268,9 @@ impl Display {
                 let (old, new) = self.regs.guest_write(off, value);
                 if lookup(off).writable == 0 && value != old {
                     self.counters.refused_writes += 1;
+                    if should_log(self.counters.refused_writes) {
+                        debug!(offset = off, value, "write to read-only display register");
+                    }
                 }
                 self.after_write(off, old, new, value, &mut ev);
             }
@@ -290,6 +301,7 @@ impl Display {
     /// (long pulse) and the SDE hot-plug interrupt.
     pub fn set_connected(&mut self, connected: bool) -> DisplayEvents {
         self.connected = connected;
+        info!(connected, "virtual monitor on port D hot-plugged");
         self.regs.update(PCH_PORT_HOTPLUG, 0x3_0000, 0x3_0000);
         self.counters.hotplugs += 1;
         DisplayEvents {
@@ -321,6 +333,9 @@ impl Display {
         }
         if out.timed_out {
             self.counters.aux_timeouts += 1;
+            if should_log(self.counters.aux_timeouts) {
+                debug!(channel = ch, "AUX transaction without a sink timed out");
+            }
         }
         ev.port_iir |= out.port_iir;
     }
@@ -337,6 +352,9 @@ impl Display {
         };
         if nak && off == GMBUS1 {
             self.counters.gmbus_naks += 1;
+            if should_log(self.counters.gmbus_naks) {
+                debug!(value, "GMBUS cycle NAKed: no DDC device");
+            }
         }
         if off == GMBUS1 && value & gmbus::SW_RDY != 0 && self.regs.get(GMBUS4) != 0 {
             ev.sde_iir |= SDE_GMBUS;
@@ -355,6 +373,9 @@ impl Display {
         } else if reg == PS_CTRL || reg == PS_CTRL + 0x100 {
             if side::ps_ctrl(&mut self.regs, off, old, value) {
                 self.counters.refused_writes += 1;
+                if should_log(self.counters.refused_writes) {
+                    debug!(pipe, value, "plane scaling refused");
+                }
             }
         } else if let Some(n) = side::plane_surf(reg) {
             let q = b + (n - 1) * PLANE_STRIDE_REGS;
@@ -392,6 +413,14 @@ impl Display {
         if new & (1 << 31) != 0 {
             self.regs.set(off, new | (1 << 30));
             t.start(self.now_ns, rate);
+            self.counters.pipe_enables += 1;
+            if should_log(self.counters.pipe_enables) {
+                debug!(
+                    pipe,
+                    refresh_mhz = rate,
+                    "pipe enabled, vblank timer running"
+                );
+            }
         } else {
             self.regs.set(off, new & !(1 << 30));
             t.stop();

@@ -154,6 +154,7 @@ fn vblank_at_the_mode_refresh_rate_with_frame_counter() {
     let t = edid::preferred_timing(d.edid()).unwrap();
     modeset(&mut d, &t);
     assert_eq!(d.mmio_read(PIPECONF), 0xC000_0000, "state mirrors enable");
+    assert_eq!(d.counters().pipe_enables, 1);
     let n = count_vblanks(&mut d, 100, 2000, 0);
     assert!((99..=100).contains(&n), "{n} vblanks in 2 s at ~50 Hz");
     assert_eq!(d.mmio_read(PIPE_FRMCOUNT), n);
