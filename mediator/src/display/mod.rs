@@ -28,6 +28,8 @@ pub mod vblank;
 #[cfg(test)]
 mod fb_tests;
 #[cfg(test)]
+mod scanout_tests;
+#[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
