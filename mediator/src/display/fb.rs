@@ -56,6 +56,9 @@ pub enum FbError {
     /// The surface extends past the end of graphics memory.
     #[error("surface {base:#x}+{size:#x} runs past the end of graphics memory")]
     SurfaceOutOfRange { base: u64, size: u64 },
+    /// A CURCNTR mode this decoder does not handle.
+    #[error("unsupported cursor mode {0:#x}")]
+    UnsupportedCursorMode(u32),
     /// None of the surface's pages map to guest RAM.
     #[error("no page of the surface at {base:#x} maps to guest RAM")]
     NothingMapped { base: u64 },

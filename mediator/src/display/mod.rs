@@ -13,6 +13,7 @@
 //! describes the display each vGPU type offers.
 
 pub mod caps;
+pub mod cursor;
 pub mod dp;
 pub mod edid;
 pub mod fb;
