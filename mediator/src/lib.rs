@@ -10,4 +10,10 @@
 pub mod bus;
 pub mod effects;
 pub mod guest_port;
+pub mod irq;
 pub mod memory;
+pub mod mmio;
+pub mod partition;
+pub mod pci;
+pub mod pvinfo;
+pub mod regs;
