@@ -8,12 +8,17 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod counters;
 pub mod effects;
+pub mod ggtt;
 pub mod guest_port;
 pub mod irq;
+pub mod manager;
 pub mod memory;
 pub mod mmio;
 pub mod partition;
 pub mod pci;
 pub mod pvinfo;
 pub mod regs;
+pub mod vgpu;
+pub mod vtypes;
