@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod clock;
+pub mod cmd;
 pub mod effects;
 pub mod guest_port;
+pub mod host;
 pub mod memory;
