@@ -14,3 +14,4 @@ pub mod effects;
 pub mod guest_port;
 pub mod host;
 pub mod memory;
+pub mod sw;
