@@ -14,4 +14,5 @@ pub mod effects;
 pub mod guest_port;
 pub mod host;
 pub mod memory;
+pub mod sched;
 pub mod sw;
