@@ -8,10 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod clock;
+pub mod cmd;
 pub mod counters;
 pub mod effects;
 pub mod ggtt;
 pub mod guest_port;
+pub mod host;
 pub mod irq;
 pub mod manager;
 pub mod memory;
@@ -20,5 +23,7 @@ pub mod partition;
 pub mod pci;
 pub mod pvinfo;
 pub mod regs;
+pub mod sched;
+pub mod sw;
 pub mod vgpu;
 pub mod vtypes;
