@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod ffi;
 pub mod ioreq;
 pub mod mapcache;
+pub mod real;
 pub mod server;
 pub mod sim;
 
@@ -21,4 +22,5 @@ pub use api::{
     DeviceServer, DomainInfo, Hypervisor, ServerCounters, ServerOptions, ServiceReport,
     XenBackendError,
 };
+pub use real::RealXen;
 pub use sim::{SimDomain, SimDomainConfig, SimXen};

@@ -2,8 +2,10 @@
 //! Xen libraries. Every `unsafe` block carries a `// SAFETY:` comment; everything exported
 //! is a safe API.
 
+pub mod dl;
 pub mod eventfd;
 pub mod page;
+pub mod xen;
 
 use thiserror::Error;
 

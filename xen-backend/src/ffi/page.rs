@@ -150,7 +150,6 @@ impl<T: PageLayout> PageRef<T> {
     /// `addr` must be page-aligned, readable and writable for `XEN_PAGE_SIZE` bytes, and
     /// stay mapped for as long as `owner` is alive. Other parties (Xen) may modify it
     /// concurrently; that is fine because `T` consists only of atomics.
-    #[allow(dead_code)] // used by the real layer
     pub(crate) unsafe fn mapped(addr: NonNull<u8>, owner: Arc<dyn Send + Sync>) -> Self {
         Self {
             ptr: addr.cast(),
