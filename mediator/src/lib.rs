@@ -11,6 +11,7 @@ pub mod bus;
 pub mod clock;
 pub mod cmd;
 pub mod counters;
+pub mod display;
 pub mod effects;
 pub mod ggtt;
 pub mod guest_port;
