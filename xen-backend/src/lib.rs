@@ -2,3 +2,5 @@
 //! event channels, XenStore, the real libxen* layer and the simulated Xen.
 //!
 //! Only the `ffi` module may contain `unsafe`; everything else is safe Rust over it.
+
+pub mod xenstore;
