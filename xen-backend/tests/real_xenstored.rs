@@ -20,7 +20,9 @@ fn base(name: &str) -> String {
 
 fn wait_for(c: &XsClient, token: &str, path: &str) -> bool {
     for _ in 0..50 {
-        let evs = c.wait_watch_events(Duration::from_millis(100)).unwrap();
+        let evs = c
+            .wait_watch_events(Duration::from_millis(100))
+            .expect("xenstore connection alive");
         if evs.iter().any(|e| e.token == token && e.path == path) {
             return true;
         }
