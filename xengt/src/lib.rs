@@ -1,5 +1,10 @@
-//! The xengtd daemon as a library: configuration, hotplug, the control protocol.
+//! The xengtd daemon as a library: configuration, xl config parsing, the control protocol,
+//! vGPU placement, the backend seam, XenStore hotplug and the event loop.
 #![forbid(unsafe_code)]
 
+pub mod alloc;
+pub mod backend;
 pub mod config;
+pub mod daemon;
+pub mod proto;
 pub mod xlcfg;
