@@ -6,5 +6,6 @@ pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod hotplug;
 pub mod proto;
 pub mod xlcfg;
