@@ -9,5 +9,6 @@
 
 pub mod bus;
 pub mod effects;
+pub mod execlist;
 pub mod guest_port;
 pub mod memory;
