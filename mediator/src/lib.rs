@@ -8,7 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod clock;
+pub mod cmd;
 pub mod effects;
 pub mod execlist;
 pub mod guest_port;
+pub mod host;
 pub mod memory;
