@@ -15,7 +15,7 @@ mod state;
 pub use context::{write_ring_head, ContextError, ContextImage, ContextKey};
 pub use csb::{Csb, CsbEvent, HwspWrite};
 pub use descriptor::{AddressingMode, ContextDescriptor, ElspError, ElspLatch, ElspPair};
-pub use engine::{EngineId, GtIrq, IrqKind};
+pub use engine::{engine_from_mmio, gt_bank, irq_shift, EngineId, GtIrq, IrqKind};
 pub use state::{
     CompletionStatus, CsbTarget, ElementToken, ExeclistCounters, ExeclistEngine, ExeclistOutput,
     Submission,

@@ -246,7 +246,7 @@ impl ExeclistEngine {
             Ok(()) => self.counters.elsp_accepted += 1,
             Err(e) => {
                 self.counters.elsp_rejected += 1;
-                debug!(engine = self.engine.name(), error = %e, "ELSP submission refused");
+                debug!(engine = %self.engine, error = %e, "ELSP submission refused");
             }
         }
         res
