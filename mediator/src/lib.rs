@@ -15,3 +15,4 @@ pub mod execlist;
 pub mod guest_port;
 pub mod host;
 pub mod memory;
+pub mod ppgtt;
