@@ -2,9 +2,21 @@
 //! copies a ring slice and its batches out of guest memory into a [`ShadowWorkload`].
 //!
 //! * [`parse`]: pure header → length/kind decoding per engine, never panics;
-//! * [`scan`]: the copying scanner with GVT's audit rules and structural limits;
+//! * [`audit`]: register whitelists and the GGTT window rule;
+//! * [`scan`]: the copying scanner with the audit rules and structural limits;
 //! * [`workload`]: the scanned result handed to [`crate::host::HostEngines::submit`].
 
+pub mod audit;
+pub mod parse;
+mod rules;
+pub mod scan;
 pub mod workload;
 
+pub use scan::{
+    BufferId, GmSpace, GmTranslate, RejectCounters, RejectReason, RingSlice, ScanLimits,
+    ScanReject, ScanRequest, Scanner,
+};
 pub use workload::{BatchKey, ShadowBatch, ShadowWorkload, WorkloadContext};
+
+#[cfg(test)]
+mod scan_tests;
