@@ -16,3 +16,4 @@ pub mod guest_port;
 pub mod host;
 pub mod memory;
 pub mod ppgtt;
+pub mod workload;
