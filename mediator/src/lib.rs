@@ -12,6 +12,7 @@ pub mod clock;
 pub mod cmd;
 pub mod effects;
 pub mod execlist;
+pub mod guest;
 pub mod guest_port;
 pub mod host;
 pub mod irq;

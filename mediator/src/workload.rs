@@ -21,8 +21,8 @@ use crate::cmd::{
 use crate::effects::Effects;
 use crate::execlist::{
     engine_from_mmio, write_ring_head, AddressingMode, CompletionStatus, ContextError,
-    ContextImage, ContextKey, CsbTarget, ElementToken, EngineId, ExeclistEngine,
-    ExeclistOutput, GgttLookup, GtIrq, IrqKind, Submission,
+    ContextImage, ContextKey, CsbTarget, ElementToken, EngineId, ExeclistEngine, ExeclistOutput,
+    GgttLookup, GtIrq, IrqKind, Submission,
 };
 use crate::host::{GmRange, HostEvent, HostGtt, HostPte, OwnerId};
 use crate::memory::{GuestMemory, PAGE_SHIFT};

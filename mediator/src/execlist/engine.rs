@@ -76,6 +76,17 @@ impl GtIrq {
     }
 }
 
+impl From<GtIrq> for crate::irq::IrqEvent {
+    fn from(i: GtIrq) -> Self {
+        let bank = match i.bank() {
+            0 => crate::irq::IrqBank::Gt0,
+            1 => crate::irq::IrqBank::Gt1,
+            _ => crate::irq::IrqBank::Gt3,
+        };
+        Self { bank, bit: i.bit() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +104,29 @@ mod tests {
         assert_eq!(b(EngineId::Vcs, IrqKind::User), (1, 0));
         assert_eq!(b(EngineId::Vecs, IrqKind::ContextSwitch), (3, 8));
         assert_eq!(b(EngineId::Rcs, IrqKind::CsError), (0, 3));
+        // Agrees with the interrupt tree's own engine mapping.
+        use crate::irq::{EngineIrq, IrqEvent};
+        use crate::mmio::engines::Engine;
+        let pairs = [
+            (EngineId::Rcs, Engine::Rcs),
+            (EngineId::Bcs, Engine::Bcs),
+            (EngineId::Vcs, Engine::Vcs0),
+            (EngineId::Vecs, Engine::Vecs),
+        ];
+        for (mine, theirs) in pairs {
+            let ev: IrqEvent = GtIrq {
+                engine: mine,
+                kind: IrqKind::ContextSwitch,
+            }
+            .into();
+            assert_eq!(ev, IrqEvent::engine(theirs, EngineIrq::ContextSwitch));
+            let ev: IrqEvent = GtIrq {
+                engine: mine,
+                kind: IrqKind::User,
+            }
+            .into();
+            assert_eq!(ev, IrqEvent::engine(theirs, EngineIrq::UserInterrupt));
+        }
     }
 
     #[test]
