@@ -23,4 +23,6 @@ pub mod pci;
 pub mod ppgtt;
 pub mod pvinfo;
 pub mod regs;
+pub mod sched;
+pub mod sw;
 pub mod workload;
