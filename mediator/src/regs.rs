@@ -252,11 +252,19 @@ impl RegisterFile {
     /// Restores the reset values of every dword in `range` (rows from `table`, 0
     /// elsewhere).
     pub fn reset(&mut self, table: &RegTable, range: std::ops::Range<u32>) {
-        let mut off = range.start & !3;
-        while off < range.end.min(MMIO_SIZE) {
-            let v = table.get(off).map_or(0, |r| r.reset);
-            self.set(off, v);
-            off += 4;
+        let start = range.start.min(MMIO_SIZE) / 4;
+        let end = range.end.min(MMIO_SIZE).div_ceil(4);
+        if let Some(s) = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(a, b)| self.vreg.get_mut(a..b.max(a)))
+        {
+            s.fill(0);
+        }
+        for r in table.iter() {
+            if r.offset / 4 >= start && r.offset / 4 < end {
+                self.set(r.offset, r.reset);
+            }
         }
     }
 
