@@ -20,6 +20,7 @@ pub mod mapcache;
 pub mod real;
 pub mod server;
 pub mod sim;
+pub mod xenstore;
 
 pub use api::{
     DeviceServer, DomainInfo, Hypervisor, ServerCounters, ServerOptions, ServiceReport,
