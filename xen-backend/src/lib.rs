@@ -3,4 +3,5 @@
 //!
 //! Only the `ffi` module may contain `unsafe`; everything else is safe Rust over it.
 
+pub mod ffi;
 pub mod xenstore;
