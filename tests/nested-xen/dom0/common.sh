@@ -1,0 +1,73 @@
+# Helpers sourced by every dom0 scenario script (busybox sh).
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin
+ST=/run/xengt-test          # state shared between the scenarios of one boot
+CONSOLE_DIR=/var/log/xen/console
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "[$NX_SCENARIO $(up)] $*"; }
+# fail REASON: record the reason for dom0/init's FAIL line and stop the scenario.
+fail() { say "failing: $*"; echo "$*" >"$NX_REASON"; exit 1; }
+need() { [ -x "/usr/sbin/$1" ] || fail "$1 is not in the dom0 image (cargo build --release failed?)"; }
+# The guest console log kept by xenconsoled.
+# (HVM guests log their ttyS0 to /var/log/xen/NAME-serial.log instead.)
+console_log() {
+    if [ -e "/var/log/xen/$1-serial.log" ]; then echo "/var/log/xen/$1-serial.log"; else echo "$CONSOLE_DIR/guest-$1.log"; fi
+}
+# wait_console NAME PATTERN SECONDS: wait until the guest console log matches PATTERN.
+wait_console() {
+    local i=0 log; log=$(console_log "$1")
+    while [ $i -lt "$3" ]; do
+        grep -q "$2" "$log" 2>/dev/null && return 0
+        sleep 1; i=$((i + 1))
+    done
+    return 1
+}
+# guest_field NAME MARKER KEY: value of KEY=... on the last console line starting with MARKER.
+guest_field() {
+    grep "^$2 " "$(console_log "$1")" 2>/dev/null | tail -n1 | tr ' ' '\n' | sed -n "s/^$3=//p" | tr -d '\r'
+}
+# wait_gone DOMID SECONDS: wait until the domain has left XenStore (no xl polling: too costly).
+wait_gone() {
+    local i=0
+    while [ $i -lt "$2" ]; do
+        xenstore-exists "/local/domain/$1" 2>/dev/null || return 0
+        sleep 1; i=$((i + 1))
+    done
+    return 1
+}
+# Number as decimal (accepts 0x... or decimal).
+dec() { printf '%d' "$1" 2>/dev/null; }
+daemon_alive() { [ -s $ST/xengtd.pid ] && kill -0 "$(cat $ST/xengtd.pid)" 2>/dev/null; }
+show_console() { say "--- console of $1:"; sed 's/^/    | /' "$(console_log "$1")" 2>/dev/null | tail -n "${2:-40}"; }
+
+# ---- xengtd / xengt-ctl interface (see README.md "What the scenarios assume")
+VGPU_NAME=vgpu1
+domid_of_test_guest() { cat $ST/domid 2>/dev/null; }
+# Normalise a JSON number or "0x..." string to decimal.
+jnum() { jq -r "$1 // empty" "$2" | { read -r v; [ -n "$v" ] && [ "$v" != null ] && printf '%d' "$v"; }; }
+# vgpus_json FILE: the vGPU array of `xengt-ctl list --json` (a bare array or {"vgpus":[...]}).
+vgpus_json() { jq -c 'if type == "array" then . else (.vgpus // []) end' "$1"; }
+# available_instances from `xengt-ctl list --json` ({"available_instances":N,...}).
+avail_of() { jq -r 'if type == "object" then (.available_instances // .types[0].available_instances // empty) else empty end' "$1"; }
+# The vGPU's backend directory in XenStore (xen-abi.md §5.3: backend-only node).
+backend_dir() {
+    local d=$1 t
+    for t in vgpu xengt vgt; do
+        xenstore-exists "/local/domain/0/backend/$t/$d" 2>/dev/null && { echo "/local/domain/0/backend/$t/$d/0"; return 0; }
+    done
+    return 1
+}
+info_json() { xengt-ctl info "$1" --json >"$2" 2>"$2.err"; }
+# start_daemon: run `xengtd --backend xen` (once per boot) and wait until xengt-ctl answers.
+start_daemon() {
+    need xengtd; need xengt-ctl
+    if ! daemon_alive; then
+        RUST_LOG=${RUST_LOG:-info} xengtd --backend xen >/var/log/xengtd.log 2>&1 &
+        echo $! >$ST/xengtd.pid
+    fi
+    local i=0
+    until xengt-ctl list --json >/tmp/list0.json 2>/tmp/list0.err; do
+        daemon_alive || { tail -n 20 /var/log/xengtd.log; fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"; }
+        i=$((i + 1)); [ $i -lt 60 ] || fail "xengt-ctl list --json never answered: $(tail -n1 /tmp/list0.err)"
+        sleep 1
+    done
+}

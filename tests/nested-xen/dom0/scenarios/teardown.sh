@@ -1,0 +1,24 @@
+# teardown: `xl destroy` of the guest removes its vGPU (xengt-ctl list/info), its XenStore
+# backend node and its ioreq server / mappings (the domain does not linger as a zombie
+# held by xengtd's foreign mappings); available_instances recovers; xengtd keeps running.
+. /scenarios/common.sh
+D=$(domid_of_test_guest); [ -n "$D" ] || fail "no vGPU guest (hotplug failed)"
+BE=$(cat $ST/backend 2>/dev/null)
+xl destroy "$D" || fail "xl destroy $D failed"
+wait_gone "$D" 60 || fail "/local/domain/$D still present 60s after xl destroy"
+i=0; while :; do
+    left=""
+    [ -n "$BE" ] && xenstore-exists "$BE" 2>/dev/null && left="$left backend-node"
+    xengt-ctl list --json >/tmp/list2.json 2>/dev/null || left="$left list-failed"
+    vgpus_json /tmp/list2.json | jq -e --argjson d "$D" 'any(.[]; .domid == $d)' >/dev/null 2>&1 && left="$left listed"
+    xl list 2>/dev/null | grep -q '^(null)' && left="$left zombie-domain"
+    [ -z "$left" ] && break
+    i=$((i + 1)); [ $i -lt 30 ] || fail "30s after destroy still:$left"
+    sleep 1
+done
+xengt-ctl info "$D" --json >/dev/null 2>&1 && fail "xengt-ctl info $D still succeeds"
+daemon_alive || fail "xengtd exited on guest destroy: $(tail -n1 /var/log/xengtd.log)"
+a0=$(cat $ST/avail0 2>/dev/null); a1=$(avail_of /tmp/list2.json)
+[ -n "$a1" ] || fail "xengt-ctl list --json has no available_instances"
+[ "$a1" = "$a0" ] || fail "available_instances $a0 before create, $a1 after destroy"
+say "vGPU of domain $D gone; available_instances=$a1"

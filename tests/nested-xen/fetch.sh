@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Download (apt-get download) and unpack (dpkg -x) the Debian packages of the nested-Xen
+# harness into $NX_CACHE. Idempotent: a stamp holding the resolved package list makes a
+# re-run a no-op. Network is used only when packages are missing from the cache.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+command -v apt-get >/dev/null || nx_die "apt-get not found: this harness needs a Debian 12 (bookworm) host"
+mkdir -p "$NX_CACHE/debs" "$NX_ROOT" || nx_die "cannot create cache $NX_CACHE (set XENGT_NESTED_CACHE)"
+
+# Resolve the full dependency closure against an empty dpkg status, so that conflicts with
+# host packages (backports qemu-utils Breaks qemu-system-common << 8) do not matter.
+resolve() {
+    local empty
+    empty=$(mktemp)
+    # shellcheck disable=SC2086
+    apt-get -s -q install --no-install-recommends -o Dir::State::status="$empty" $NX_PACKAGES 2>&1 |
+        awk '/^Inst /{print $2}'
+    rm -f "$empty"
+}
+
+closure=$(resolve || true)
+if [ -z "$closure" ] && [ -z "$(ls -A "$NX_CACHE/debs")" ]; then
+    nx_log "package lists lack our packages; apt-get update (once)"
+    apt-get update -q >/dev/null || nx_die "apt-get update failed"
+    closure=$(resolve || true)
+fi
+[ -n "$closure" ] || nx_die "cannot resolve packages: $NX_PACKAGES"
+
+# Only what the host does not already provide (the host's libc etc. are used for ldd).
+need=()
+for p in $closure; do
+    case "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" in
+        *" ok installed") ;;
+        *) need+=("$p") ;;
+    esac
+done
+stamp="$NX_CACHE/.unpacked-$(printf '%s\n' "${need[@]}" | sort | sha256sum | cut -c1-16)"
+if [ -e "$stamp" ]; then
+    nx_log "cache up to date ($NX_CACHE, ${#need[@]} packages)"
+    exit 0
+fi
+
+missing=()
+for p in "${need[@]}"; do
+    ls "$NX_CACHE/debs/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    nx_log "apt-get download ${#missing[@]} packages"
+    (cd "$NX_CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null) ||
+        { apt-get update -q >/dev/null && (cd "$NX_CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null); } ||
+        nx_die "apt-get download failed for: ${missing[*]}"
+fi
+
+rm -rf "$NX_ROOT" && mkdir -p "$NX_ROOT"
+for p in "${need[@]}"; do
+    deb=$(ls "$NX_CACHE/debs/${p}_"*.deb | sort -V | tail -n1)
+    dpkg -x "$deb" "$NX_ROOT" || nx_die "dpkg -x $deb"
+done
+rm -f "$NX_CACHE"/.unpacked-*
+touch "$stamp"
+nx_log "unpacked ${#need[@]} packages into $NX_ROOT"

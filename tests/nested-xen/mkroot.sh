@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Build the guest initramfs and the dom0 initramfs (busybox + Xen tools + xengtd/xengt-ctl +
+# ldd-collected libraries + /guest payload) into $NX_OUT. Needs fetch.sh to have run.
+# Env: NX_WITH_HVM=1 also packs qemu-xen, hvmloader and SeaBIOS (for hvm-smoke).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+KV=$(nx_kver)
+BB="$NX_ROOT/bin/busybox"
+CPIO="$NX_ROOT/bin/cpio"
+[ -x "$BB" ] && [ -x "$CPIO" ] || nx_die "busybox/cpio missing from $NX_ROOT (run fetch.sh)"
+mkdir -p "$NX_OUT"
+export LD_LIBRARY_PATH
+LD_LIBRARY_PATH=$(nx_ldpath)
+
+pack() { # pack DIR OUT.cpio
+    (cd "$1" && find . | LC_ALL=C sort | "$CPIO" -o -H newc --quiet) >"$2"
+}
+
+# Copy a file from the unpacked prefix (or, failing that, the host) into root $1 at path $2.
+put() {
+    local r=$1 p=$2 src
+    if [ -e "$NX_ROOT$p" ]; then src="$NX_ROOT$p"; elif [ -e "$p" ]; then src="$p"; else nx_die "missing $p"; fi
+    mkdir -p "$r$(dirname "$p")"
+    cp -L "$src" "$r$p"
+}
+
+# Copy an executable (given by its path on the host or in the prefix) and every library
+# ldd resolves for it, at their path with the prefix stripped.
+put_elf() {
+    local r=$1 src=$2 dst=$3 lib
+    mkdir -p "$r$(dirname "$dst")"
+    cp -L "$src" "$r$dst"
+    if ldd "$src" 2>&1 | grep -q 'not found'; then
+        nx_die "unresolved libraries for $src: $(ldd "$src" | grep 'not found' | tr -s ' \n' ' ')"
+    fi
+    for lib in $(ldd "$src" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $3}'); do
+        local rel=${lib#"$NX_ROOT"}
+        [ -e "$r$rel" ] || { mkdir -p "$r$(dirname "$rel")"; cp -L "$lib" "$r$rel"; }
+    done
+}
+
+busybox_root() { # busybox_root DIR
+    local r=$1 a
+    mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,root,etc}
+    cp "$BB" "$r/bin/busybox"
+    for a in $("$BB" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+}
+
+# ---------------------------------------------------------------- guest initramfs
+G="$NX_OUT/guestroot"
+rm -rf "$G"; busybox_root "$G"
+# xenstore-read in the guest: the dom0 scenario scripts publish the vGPU's BAR0 and
+# expected values under the guest's /local/domain/<id>/data/xengt-test.
+put_elf "$G" "$NX_ROOT/usr/bin/xenstore" /usr/bin/xenstore
+mkdir -p "$G/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$G/lib64/"
+for t in read write ls exists; do ln -sf xenstore "$G/usr/bin/xenstore-$t"; done
+cp "$NX_DIR/guest/init" "$G/init"; chmod +x "$G/init"
+[ ! -e "$NX_DIR/guest/vgpu.sh" ] || cp "$NX_DIR/guest/vgpu.sh" "$G/vgpu.sh"
+pack "$G" "$NX_OUT/guest.cpio"
+
+# ---------------------------------------------------------------- dom0 initramfs
+R="$NX_OUT/dom0root"
+rm -rf "$R"; busybox_root "$R"
+mkdir -p "$R"/{lib64,etc/xen,var/lib/xen,var/log/xen,var/lib/xenstored,guest,scenarios,lib/modules,lib/x86_64-linux-gnu}
+ln -s ../run "$R/var/run"
+cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"                 # ldd's "=>" lines miss the interpreter
+cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$R/lib/x86_64-linux-gnu/"   # xl aborts without it (pthread_cancel)
+for b in xl xenstored xenconsoled xen-init-dom0 xenstore-control xenconsole libxl-save-helper lsevtchn; do
+    put_elf "$R" "$NX_ROOT$NX_XENBIN/$b" "$NX_XENBIN/$b"
+done
+put_elf "$R" "$NX_ROOT/usr/bin/xenstore" /usr/bin/xenstore
+for t in read write ls list rm exists chmod watch; do ln -sf xenstore "$R/usr/bin/xenstore-$t"; done
+ln -sf "$NX_XENBIN/xl" "$R/usr/sbin/xl"
+put_elf "$R" "$(command -v jq || echo "$NX_ROOT/usr/bin/jq")" /usr/bin/jq
+# The daemon dlopens libxen*.so.1: ldd cannot see those, so take all of them (and their deps).
+for l in "$NX_ROOT"/usr/lib/x86_64-linux-gnu/libxen*.so.*; do
+    put_elf "$R" "$l" "/usr/lib/x86_64-linux-gnu/$(basename "$l")"
+done
+M="$NX_ROOT/lib/modules/$KV/kernel/drivers/xen"
+for m in xen-privcmd.ko xenfs/xenfs.ko xen-evtchn.ko xen-gntdev.ko xen-gntalloc.ko; do cp "$M/$m" "$R/lib/modules/"; done
+put "$R" /etc/xen/xl.conf
+echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"; echo 'root:x:0:' >"$R/etc/group"
+
+# The project's binaries (built by the tier with cargo build --release). Missing ones are
+# reported by the scenarios that need them, not here: the infrastructure must still boot.
+REL="${XENGT_RELEASE_DIR:-$NX_REPO/target/release}"
+for b in xengtd xengt-ctl; do
+    if [ -x "$REL/$b" ]; then put_elf "$R" "$REL/$b" "/usr/sbin/$b"; else nx_log "warning: $REL/$b not built"; fi
+done
+
+cp "$NX_DIR/dom0/init" "$R/init"; chmod +x "$R/init"
+cp "$NX_DIR"/dom0/scenarios/*.sh "$NX_DIR/dom0/common.sh" "$R/scenarios/"
+cp "$NX_ROOT/boot/vmlinuz-$KV" "$R/guest/vmlinuz"
+cp "$NX_OUT/guest.cpio" "$R/guest/guest.cpio"
+cp "$NX_DIR"/guest/*.cfg "$R/guest/"
+
+if [ "${NX_WITH_HVM:-0}" = 1 ]; then
+    put_elf "$R" "$NX_ROOT/usr/libexec/xen-qemu-system-i386" /usr/libexec/xen-qemu-system-i386
+    put "$R" /usr/lib/xen-4.17/boot/hvmloader
+    put "$R" /usr/share/seabios/bios-256k.bin
+    for f in linuxboot_dma.bin linuxboot.bin kvmvapic.bin; do put "$R" "/usr/share/qemu/$f"; done
+fi
+pack "$R" "$NX_OUT/dom0.cpio"
+
+# Firmware directory for the outer QEMU (-L).
+rm -rf "$NX_OUT/fw"; mkdir -p "$NX_OUT/fw"
+for d in "$NX_ROOT/usr/share/qemu" "$NX_ROOT/usr/share/seabios" "$NX_ROOT/usr/lib/ipxe/qemu"; do
+    for f in "$d"/*; do [ -e "$NX_OUT/fw/$(basename "$f")" ] || ln -s "$f" "$NX_OUT/fw/"; done
+done
+zcat "$NX_ROOT/boot/xen-4.17-amd64.gz" >"$NX_OUT/xen"
+cp "$NX_ROOT/boot/vmlinuz-$KV" "$NX_OUT/vmlinuz"
+nx_log "built $NX_OUT/dom0.cpio ($(du -h "$NX_OUT/dom0.cpio" | cut -f1)), guest.cpio ($(du -h "$NX_OUT/guest.cpio" | cut -f1)), kernel $KV"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Boot Xen + dom0 under QEMU TCG once, run the scenarios given as arguments inside dom0, and
+# judge the serial log ($NX_OUT/serial.log, kept as the artifact).
+# Fails on: any "FAIL <name>" line, a scenario without a PASS/FAIL marker, a missing
+# DOM0-DONE, "Panic" in the log, a crashed domain, or the QEMU timeout.
+# Env: NX_TIMEOUT (seconds, default derived from the scenario budget), NX_SMP (default 1).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+[ $# -gt 0 ] || nx_die "usage: run.sh SCENARIO..."
+SCENARIOS=("$@")
+for f in xen vmlinuz dom0.cpio fw; do [ -e "$NX_OUT/$f" ] || nx_die "$NX_OUT/$f missing (run mkroot.sh)"; done
+
+# Measured wall time of each scenario under nested TCG on the 2-core box (README.md), in s.
+budget() {
+    case $1 in
+        xlinfo) echo 5 ;; pvh-hello) echo 60 ;; hotplug) echo 70 ;; pvinfo) echo 20 ;;
+        ggtt) echo 10 ;; fuzz-bars) echo 30 ;; teardown) echo 15 ;; hvm-smoke) echo 200 ;; *) echo 60 ;;
+    esac
+}
+total=40   # Xen + dom0 boot + poweroff
+for s in "${SCENARIOS[@]}"; do total=$((total + $(budget "$s"))); done
+TMO=${NX_TIMEOUT:-$((total * 3))}
+STEP_TMO=${NX_STEP_TIMEOUT:-400}
+
+QEMU="$NX_ROOT/usr/bin/qemu-system-x86_64"
+LOG="$NX_OUT/serial.log"
+list=$(IFS=+; echo "${SCENARIOS[*]}")
+XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all console_timestamps=boot"
+DOM0_ARGS="console=hvc0 earlyprintk=xen nokaslr quiet xtest=$list xtmo=$STEP_TMO"
+case "$DOM0_ARGS" in *,*) nx_die "no commas allowed in the dom0 command line: $DOM0_ARGS" ;; esac
+
+nx_log "booting Xen (timeout ${TMO}s): ${SCENARIOS[*]}"
+start=$EPOCHREALTIME; start_us=${start/./}
+set +e
+LD_LIBRARY_PATH=$(nx_ldpath) timeout --kill-after=10 "$TMO" "$QEMU" -L "$NX_OUT/fw" \
+    -accel tcg -machine q35 -cpu qemu64,+svm,+npt -smp "${NX_SMP:-1}" -m 3072 \
+    -display none -serial stdio -monitor none -no-reboot -net none \
+    -kernel "$NX_OUT/xen" -append "$XEN_ARGS" \
+    -initrd "$NX_OUT/vmlinuz $DOM0_ARGS,$NX_OUT/dom0.cpio" </dev/null 2>&1 |
+    while IFS= read -r line; do
+        line=${line//$'\r'/}
+        now=${EPOCHREALTIME/./}; ds=$(( (now - start_us) / 100000 ))
+        printf '[%5d.%d] %s\n' $((ds / 10)) $((ds % 10)) "$line"
+        case $line in PASS\ *|FAIL\ *|DOM0-*|===\ SCENARIO*) echo "  serial: $line" >&2 ;; esac
+    done >"$LOG"
+rc=${PIPESTATUS[0]}
+set -e
+wall=$(bc <<<"$EPOCHREALTIME - $start")
+echo "HOST wall=${wall}s qemu_rc=$rc" >>"$LOG"
+nx_log "QEMU exited rc=$rc after ${wall}s; log: $LOG"
+
+NX_TIMEOUT=$TMO exec "$NX_DIR/judge.sh" "$LOG" "$rc" "${SCENARIOS[@]}"
