@@ -4,14 +4,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use xen_backend::ffi::signal::SignalPipe;
 use xen_backend::xenstore::XsClient;
+use xen_backend::RealXen;
 use xengt::backend::{SimBackend, VgpuBackend};
 use xengt::config::DaemonConfig;
 use xengt::daemon::Daemon;
 use xengt::hotplug::Hotplug;
+use xengt::mediated::MediatedBackend;
 use xengt::server::Server;
 
 /// Default control socket.
@@ -71,12 +73,15 @@ fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
     Ok(c.map(Arc::new))
 }
 
-fn make_backend(kind: BackendKind) -> anyhow::Result<Box<dyn VgpuBackend>> {
+fn make_backend(kind: BackendKind, cfg: &DaemonConfig) -> anyhow::Result<Box<dyn VgpuBackend>> {
     match kind {
         BackendKind::Sim => Ok(Box::new(SimBackend::new())),
-        BackendKind::Xen => bail!(
-            "the Xen backend is not wired into this build yet (xen-backend's RealXen and the mediator's VgpuManager are pending); run with --backend sim"
-        ),
+        BackendKind::Xen => {
+            let hv = RealXen::open()
+                .context("opening the Xen libraries (is this a Xen dom0? try --backend sim)")?;
+            let b = MediatedBackend::new("xen", Arc::new(hv), cfg)?;
+            Ok(Box::new(b))
+        }
     }
 }
 
@@ -85,7 +90,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(p) => DaemonConfig::load(p)?,
         None => DaemonConfig::default(),
     };
-    let backend = make_backend(cli.backend)?;
+    let backend = make_backend(cli.backend, &cfg)?;
     let xs = connect_xenstore(cli)?;
     let signals = SignalPipe::install().context("installing SIGTERM/SIGINT handlers")?;
     let mut daemon = Daemon::new(cfg, backend, xs.clone());
