@@ -14,6 +14,7 @@
 //! The device state is the plain-data [`VgpuState`] (serde), so it can be saved and
 //! restored. Work for other subsystems is queued as [`VgpuEvent`]s.
 
+mod display_path;
 mod events;
 mod mmio_path;
 
@@ -119,6 +120,8 @@ pub struct VgpuState {
     pub counters: VgpuCounters,
     /// Events not yet taken.
     pub events: VecDeque<VgpuEvent>,
+    /// The display engine (display MMIO ranges, vblank timers, virtual monitor).
+    pub display: crate::display::Display,
 }
 
 /// What an internal route leads to.
@@ -191,6 +194,7 @@ impl Vgpu {
     fn fresh_state(config: &VgpuConfig, aperture: u64, table: &RegTable) -> VgpuState {
         let mut regs = RegisterFile::with_reset(table);
         pvinfo::populate(&mut regs, &config.pvinfo());
+        let display = display_path::new_display(config, &mut regs);
         VgpuState {
             pci: PciConfig::new(config.device_id, aperture),
             regs,
@@ -201,6 +205,7 @@ impl Vgpu {
             failsafe: false,
             counters: VgpuCounters::default(),
             events: VecDeque::new(),
+            display,
         }
     }
 

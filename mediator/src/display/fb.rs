@@ -29,6 +29,12 @@ pub trait GttLookup {
     fn gm_to_gpa(&self, gm: u64) -> Option<u64>;
 }
 
+impl GttLookup for crate::ggtt::Ggtt {
+    fn gm_to_gpa(&self, gm: u64) -> Option<u64> {
+        self.translate(gm)
+    }
+}
+
 /// Why a plane could not be decoded or read.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FbError {

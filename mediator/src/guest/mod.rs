@@ -3,4 +3,7 @@
 //! driver would.
 
 pub mod cmds;
+pub mod driver;
 pub mod layout;
+
+pub use driver::{Completion, GuestConfig, GuestError, GuestGpu, PvInfo, Surface};

@@ -142,6 +142,9 @@ impl Vgpu {
             self.state.counters.pvinfo_reads += 1;
             return self.state.regs.get(dw);
         }
+        if crate::display::Display::handles(dw) {
+            return self.display_read(dw);
+        }
         if !self.fence_usable(dw) {
             self.state.counters.fence_out_of_range += 1;
             return 0;
@@ -180,6 +183,10 @@ impl Vgpu {
                 (self.state.regs.get(dw) & !m) | (value & m)
             };
             self.pvinfo_write(dw, merged, be);
+            return;
+        }
+        if crate::display::Display::handles(dw) {
+            self.display_write(dw, value, be, fx);
             return;
         }
         if !self.fence_usable(dw) {
