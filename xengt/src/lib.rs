@@ -7,5 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod hotplug;
+pub mod mediated;
 pub mod proto;
+pub mod server;
 pub mod xlcfg;
