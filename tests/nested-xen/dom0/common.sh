@@ -76,9 +76,10 @@ start_daemon() {
         echo $! >$ST/xengtd.pid
     fi
     local i=0
-    until xengt-ctl list --json >/tmp/list0.json 2>/tmp/list0.err; do
+    until xengt-ctl list --json >/tmp/list0.json 2>/tmp/list0.err && jq -e 'type == "array" or type == "object"' /tmp/list0.json >/dev/null 2>&1; do
         daemon_alive || { tail -n 20 /var/log/xengtd.log; fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"; }
-        i=$((i + 1)); [ $i -lt 60 ] || fail "xengt-ctl list --json never answered: $(tail -n1 /tmp/list0.err)"
+        i=$((i + 1)); [ $i -lt 60 ] || fail "xengt-ctl list --json never gave JSON: $(cat /tmp/list0.json /tmp/list0.err | tail -n1)"
         sleep 1
     done
+    daemon_alive || fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"
 }
