@@ -8,6 +8,27 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod clock;
+pub mod cmd;
+pub mod counters;
+pub mod display;
 pub mod effects;
+pub mod execlist;
+pub mod ggtt;
+pub mod guest;
 pub mod guest_port;
+pub mod host;
+pub mod irq;
+pub mod manager;
 pub mod memory;
+pub mod mmio;
+pub mod partition;
+pub mod pci;
+pub mod ppgtt;
+pub mod pvinfo;
+pub mod regs;
+pub mod sched;
+pub mod sw;
+pub mod vgpu;
+pub mod vtypes;
+pub mod workload;

@@ -1,2 +1,11 @@
-//! The xengtd daemon as a library: configuration, hotplug, the control protocol.
+//! The xengtd daemon as a library: configuration, xl config parsing, the control protocol,
+//! vGPU placement, the backend seam, XenStore hotplug and the event loop.
 #![forbid(unsafe_code)]
+
+pub mod alloc;
+pub mod backend;
+pub mod config;
+pub mod daemon;
+pub mod hotplug;
+pub mod proto;
+pub mod xlcfg;

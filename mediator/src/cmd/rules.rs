@@ -1,0 +1,328 @@
+//! Per-command audit rules (§6.3–§6.7) applied to a command already copied out of guest
+//! memory. Privileged buffers (the ring and GGTT batches) get GVT's checks and are
+//! rejected on a violation; non-privileged (PPGTT) batches get the hardware's rules: a
+//! privileged-only write is patched to MI_NOOPs in the copy (§6.3 "treat as no-op").
+
+use super::audit::{in_windows, RegWhitelist, PIPE_CONTROL_REGS};
+use super::parse::{Cmd, Op};
+use super::scan::RejectReason;
+use super::workload::BatchKey;
+use crate::host::GmRange;
+
+/// Where the command sits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BufCtx<'a> {
+    /// 0 = ring, 1 = first-level batch, 2 = second-level batch.
+    pub level: u8,
+    /// The buffer was fetched through the PPGTT: non-privileged.
+    pub ppgtt: bool,
+    /// The context has a PPGTT (descriptor bit 8 and a shadow root).
+    pub has_ppgtt: bool,
+    pub regs: &'a RegWhitelist,
+    pub windows: &'a [GmRange],
+}
+
+/// What the walker does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Continue with the next command.
+    Next,
+    /// The command was dropped (patched to NOOPs); continue.
+    Dropped,
+    /// MI_BATCH_BUFFER_END: the buffer ends here.
+    End,
+    /// Call a batch and come back (from the ring: first level; from level 1: second level).
+    Call(BatchKey),
+    /// Jump to a batch; the buffer ends here.
+    Chain(BatchKey),
+}
+
+type Verdict = Result<Flow, RejectReason>;
+
+/// 48-bit graphics address from a (bits 31:2, bits 47:32) dword pair.
+pub(crate) fn gma48(lo: u32, hi: u32) -> u64 {
+    u64::from(lo & !3) | (u64::from(hi & 0xffff) << 32)
+}
+
+fn dw(body: &[u32], i: usize) -> u32 {
+    body.get(i).copied().unwrap_or(0)
+}
+
+fn check_addr(ctx: &BufCtx<'_>, addr: u64, len: u64) -> Verdict {
+    if in_windows(ctx.windows, addr, len) {
+        Ok(Flow::Next)
+    } else {
+        Err(RejectReason::AddressOutOfWindow)
+    }
+}
+
+/// Drops a command in a non-privileged batch: the copy gets NOOPs.
+fn drop_cmd(body: &mut [u32]) -> Verdict {
+    body.fill(0);
+    Ok(Flow::Dropped)
+}
+
+/// Audits one command. `body` is the command's dwords in the copy (`cmd.len` of them).
+pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+    let h = cmd.header;
+    let ggtt_bit = h & (1 << 22) != 0;
+    match cmd.op {
+        Op::BatchBufferEnd if ctx.level == 0 => Err(RejectReason::ForbiddenCommand),
+        Op::BatchBufferEnd => Ok(Flow::End),
+        Op::BatchBufferStart => bb_start(ctx, cmd, body),
+        Op::LoadRegisterImm => lri(ctx, cmd, body),
+        Op::LoadRegisterMem | Op::StoreRegisterMem => reg_mem(ctx, cmd, body),
+        Op::LoadRegisterReg if ctx.ppgtt => {
+            let dst = dw(body, 2);
+            if ctx.regs.nonpriv_allowed(dst) {
+                Ok(Flow::Next)
+            } else {
+                drop_cmd(body)
+            }
+        }
+        Op::StoreDataImm => sdi(ctx, cmd, body),
+        Op::PipeControl => pipe_control(ctx, cmd, body),
+        Op::FlushDw => flush_dw(ctx, cmd, body),
+        Op::Atomic => atomic(ctx, body, ggtt_bit),
+        Op::SemaphoreWait if ctx.ppgtt => {
+            if cmd.len != 4 {
+                Err(RejectReason::BadLength)
+            } else if ggtt_bit {
+                drop_cmd(body)
+            } else {
+                Ok(Flow::Next)
+            }
+        }
+        Op::LoadRegisterReg
+        | Op::SemaphoreWait
+        | Op::SemaphoreSignal
+        | Op::ReportPerfCount
+        | Op::StoreDataIndex
+        | Op::Clflush
+        | Op::ConditionalBbEnd
+        | Op::UpdateGtt
+        | Op::MemToMem
+        | Op::SetContext
+        | Op::RsStoreDataImm => {
+            if ctx.ppgtt {
+                drop_cmd(body)
+            } else {
+                Err(RejectReason::ForbiddenCommand)
+            }
+        }
+        Op::XyColorBlt | Op::XySrcCopyBlt => blit(ctx, cmd, body),
+        _ => Ok(Flow::Next),
+    }
+}
+
+fn bb_start(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
+    let h = cmd.header;
+    if cmd.len != 3 {
+        return Err(RejectReason::BadLength);
+    }
+    if h & (1 << 15) != 0 || h & (1 << 10) != 0 {
+        // Predication and the resource streamer are not modelled.
+        return Err(RejectReason::ForbiddenCommand);
+    }
+    let second = h & (1 << 22) != 0;
+    // The PPGTT selection persists for a batch, its chains and its callees (§6.3).
+    let ppgtt = ctx.ppgtt || h & (1 << 8) != 0;
+    if ppgtt && !ctx.has_ppgtt {
+        return Err(RejectReason::PpgttWithoutContext);
+    }
+    let gma = gma48(dw(body, 1), dw(body, 2));
+    if !ppgtt && !in_windows(ctx.windows, gma, 4) {
+        return Err(RejectReason::AddressOutOfWindow);
+    }
+    match (ctx.level, second) {
+        (0, true) | (2, true) => Err(RejectReason::NestingTooDeep),
+        (0, false) => Ok(Flow::Call(BatchKey {
+            gma,
+            ppgtt,
+            level: 1,
+        })),
+        (1, true) => Ok(Flow::Call(BatchKey {
+            gma,
+            ppgtt,
+            level: 2,
+        })),
+        (level, _) => Ok(Flow::Chain(BatchKey { gma, ppgtt, level })),
+    }
+}
+
+fn lri(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+    if cmd.len < 3 || cmd.len % 2 == 0 {
+        return Err(RejectReason::BadLength);
+    }
+    let regs = body.iter().skip(1).step_by(2).map(|r| r & 0x7F_FFFC);
+    if ctx.ppgtt {
+        let all_ok = regs.clone().all(|r| ctx.regs.nonpriv_allowed(r));
+        return if all_ok {
+            Ok(Flow::Next)
+        } else {
+            drop_cmd(body)
+        };
+    }
+    for r in regs {
+        if !ctx.regs.lri_allowed(r) {
+            return Err(RejectReason::RegisterNotAllowed);
+        }
+    }
+    Ok(Flow::Next)
+}
+
+fn reg_mem(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+    if cmd.len != 4 {
+        return Err(RejectReason::BadLength);
+    }
+    let reg = dw(body, 1) & 0x7F_FFFC;
+    let ggtt = cmd.header & (1 << 22) != 0;
+    if ctx.ppgtt {
+        let load_bad = cmd.op == Op::LoadRegisterMem && !ctx.regs.nonpriv_allowed(reg);
+        return if ggtt || load_bad {
+            drop_cmd(body)
+        } else {
+            Ok(Flow::Next)
+        };
+    }
+    if !ctx.regs.mem_allowed(reg) {
+        return Err(RejectReason::RegisterNotAllowed);
+    }
+    if ggtt {
+        return check_addr(ctx, gma48(dw(body, 2), dw(body, 3)), 4);
+    }
+    Ok(Flow::Next)
+}
+
+fn sdi(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+    if cmd.len != 4 && cmd.len != 5 {
+        return Err(RejectReason::BadLength);
+    }
+    if cmd.header & (1 << 22) == 0 {
+        return Ok(Flow::Next);
+    }
+    if ctx.ppgtt {
+        return drop_cmd(body);
+    }
+    let bytes = if cmd.len == 5 { 8 } else { 4 };
+    check_addr(ctx, gma48(dw(body, 1), dw(body, 2)), bytes)
+}
+
+fn pipe_control(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+    if cmd.len != 6 {
+        return Err(RejectReason::BadLength);
+    }
+    let flags = dw(body, 1);
+    let post = (flags >> 14) & 3;
+    let index = flags & (1 << 21) != 0;
+    let ggtt = flags & (1 << 24) != 0;
+    let lri_post = flags & (1 << 23) != 0;
+    if lri_post && !PIPE_CONTROL_REGS.contains(&(dw(body, 2) & 0x7F_FFFC)) {
+        return if ctx.ppgtt {
+            drop_cmd(body)
+        } else {
+            Err(RejectReason::RegisterNotAllowed)
+        };
+    }
+    if post == 0 || lri_post {
+        return Ok(Flow::Next);
+    }
+    if ctx.ppgtt && (ggtt || index) {
+        return drop_cmd(body);
+    }
+    let addr = gma48(dw(body, 2), dw(body, 3));
+    if index {
+        return if addr.saturating_add(8) <= 4096 {
+            Ok(Flow::Next)
+        } else {
+            Err(RejectReason::IndexOutOfRange)
+        };
+    }
+    if ggtt {
+        return check_addr(ctx, addr, 8);
+    }
+    Ok(Flow::Next)
+}
+
+fn flush_dw(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+    if cmd.len != 4 && cmd.len != 5 {
+        return Err(RejectReason::BadLength);
+    }
+    let post = (cmd.header >> 14) & 3;
+    if post == 0 {
+        return Ok(Flow::Next);
+    }
+    let index = cmd.header & (1 << 21) != 0;
+    let lo = dw(body, 1);
+    let ggtt = lo & (1 << 2) != 0;
+    if ctx.ppgtt && (ggtt || index) {
+        return drop_cmd(body);
+    }
+    let addr = u64::from(lo & !7) | (u64::from(dw(body, 2) & 0xffff) << 32);
+    let bytes = if cmd.len == 5 || post == 3 { 8 } else { 4 };
+    if index {
+        return if addr.saturating_add(bytes) <= 4096 {
+            Ok(Flow::Next)
+        } else {
+            Err(RejectReason::IndexOutOfRange)
+        };
+    }
+    if ggtt {
+        return check_addr(ctx, addr, bytes);
+    }
+    Ok(Flow::Next)
+}
+
+fn atomic(ctx: &BufCtx<'_>, body: &mut [u32], ggtt: bool) -> Verdict {
+    if !ggtt {
+        return Ok(Flow::Next);
+    }
+    if ctx.ppgtt {
+        return drop_cmd(body);
+    }
+    let size = 4u64 << ((dw(body, 0) >> 19) & 3);
+    check_addr(ctx, gma48(dw(body, 1), dw(body, 2)), size)
+}
+
+/// Bytes a blit surface spans: `pitch` × rows (rows rounded up to whole 8-row tiles).
+pub(crate) fn surface_extent(pitch: u32, y_end: u32, tiled: bool) -> u64 {
+    let rows = if tiled {
+        u64::from(y_end).div_ceil(8) * 8
+    } else {
+        u64::from(y_end)
+    };
+    u64::from(pitch).saturating_mul(rows)
+}
+
+/// Blits are length-decoded only by GVT; in privileged buffers this model also checks
+/// that the surfaces lie in the windows (stricter than GVT, which relies on hardware).
+fn blit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
+    let want = if cmd.op == Op::XyColorBlt { 7 } else { 10 };
+    if cmd.len != want {
+        return Err(RejectReason::BadLength);
+    }
+    if ctx.ppgtt {
+        return Ok(Flow::Next);
+    }
+    let br13 = dw(body, 1);
+    let dst_tiled = cmd.header & (1 << 11) != 0;
+    let mut pitch = br13 & 0xffff;
+    if dst_tiled {
+        pitch = pitch.saturating_mul(4);
+    }
+    let y2 = dw(body, 3) >> 16;
+    let dst = gma48(dw(body, 4), dw(body, 5));
+    check_addr(ctx, dst, surface_extent(pitch, y2, dst_tiled).max(1))?;
+    if cmd.op == Op::XySrcCopyBlt {
+        let src_tiled = cmd.header & (1 << 15) != 0;
+        let mut spitch = dw(body, 7) & 0xffff;
+        if src_tiled {
+            spitch = spitch.saturating_mul(4);
+        }
+        let h = y2.saturating_sub(dw(body, 2) >> 16);
+        let sy_end = (dw(body, 6) >> 16).saturating_add(h);
+        let src = gma48(dw(body, 8), dw(body, 9));
+        check_addr(ctx, src, surface_extent(spitch, sy_end, src_tiled).max(1))?;
+    }
+    Ok(Flow::Next)
+}

@@ -1,0 +1,543 @@
+//! The scanner: copies a ring slice and every batch it reaches out of guest memory, decodes
+//! every command by the §6.1 length rules, audits it (§6.6, [`super::rules`]) and returns a
+//! [`ShadowWorkload`] built from the copies, or a [`ScanReject`] with a countable reason.
+//!
+//! Guest memory is read exactly once per buffer (copy, then validate the copy), so a guest
+//! that rewrites a batch after the scan changes nothing. Every structural limit is
+//! enforced: batch nesting (two levels, §6.3), chain length and chain loops, total copied
+//! size, commands truncated by the end of the buffer, ring commands running past the tail.
+
+use std::collections::{HashMap, HashSet};
+
+use thiserror::Error;
+
+use super::audit::{in_windows, RegWhitelist};
+use super::parse::{decode, Cmd};
+use super::rules::{audit, BufCtx, Flow};
+use super::workload::{BatchKey, ShadowBatch, ShadowWorkload, WorkloadContext};
+use crate::host::{EngineId, GmRange, OwnerId, PpgttHandle};
+use crate::memory::{GuestMemory, PAGE_SIZE};
+
+/// Address space of a guest graphics address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GmSpace {
+    /// The vGPU's view of the GGTT.
+    Ggtt,
+    /// The submitting context's (guest) PPGTT.
+    Ppgtt,
+}
+
+/// Caller-provided translation from a guest graphics address to a guest-physical address
+/// (through the guest's GGTT or the context's PPGTT). Called once per page read.
+pub trait GmTranslate {
+    /// The guest-physical address of `gma`, or `None` if unmapped.
+    fn gma_to_gpa(&self, space: GmSpace, gma: u64) -> Option<u64>;
+}
+
+impl<F: Fn(GmSpace, u64) -> Option<u64>> GmTranslate for F {
+    fn gma_to_gpa(&self, space: GmSpace, gma: u64) -> Option<u64> {
+        self(space, gma)
+    }
+}
+
+/// Why a workload was rejected. Field-less so callers can count per reason
+/// ([`RejectCounters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Ring start/size/head/tail inconsistent or misaligned.
+    BadRingGeometry,
+    /// Ring or batch memory not mapped (translation or guest-RAM failure).
+    Unmapped,
+    /// A batch ends (unmapped memory or size limit) inside a command.
+    Truncated,
+    /// A batch ends between commands without MI_BATCH_BUFFER_END or a chain.
+    MissingBatchEnd,
+    /// A ring command's length runs past the tail.
+    RunsPastTail,
+    /// Unknown opcode, or a command for another engine.
+    UnknownCommand,
+    /// A known command with an invalid length.
+    BadLength,
+    /// A command a privileged buffer may not contain (§6.6 "unexpected command").
+    ForbiddenCommand,
+    /// LRI/LRM/SRM/LRR to a register outside the whitelist.
+    RegisterNotAllowed,
+    /// A GGTT address outside the vGPU's windows (or larger than 36 MiB).
+    AddressOutOfWindow,
+    /// A store-data-index offset beyond the status page.
+    IndexOutOfRange,
+    /// A second-level batch started from the ring or from a second-level batch.
+    NestingTooDeep,
+    /// A chain of batches that returns to a batch already in the chain.
+    ChainLoop,
+    /// Too many chain hops.
+    TooManyChains,
+    /// Too many distinct batches.
+    TooManyBatches,
+    /// Total copied bytes beyond the limit.
+    TooLarge,
+    /// A PPGTT batch in a context without a PPGTT.
+    PpgttWithoutContext,
+}
+
+impl RejectReason {
+    /// Every reason, in [`RejectReason::index`] order.
+    pub const ALL: [RejectReason; 17] = [
+        RejectReason::BadRingGeometry,
+        RejectReason::Unmapped,
+        RejectReason::Truncated,
+        RejectReason::MissingBatchEnd,
+        RejectReason::RunsPastTail,
+        RejectReason::UnknownCommand,
+        RejectReason::BadLength,
+        RejectReason::ForbiddenCommand,
+        RejectReason::RegisterNotAllowed,
+        RejectReason::AddressOutOfWindow,
+        RejectReason::IndexOutOfRange,
+        RejectReason::NestingTooDeep,
+        RejectReason::ChainLoop,
+        RejectReason::TooManyChains,
+        RejectReason::TooManyBatches,
+        RejectReason::TooLarge,
+        RejectReason::PpgttWithoutContext,
+    ];
+
+    /// Dense index for counter arrays.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Which buffer a rejection is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferId {
+    /// The ring slice (offset relative to the head).
+    Ring,
+    /// A batch.
+    Batch(BatchKey),
+}
+
+/// A rejected workload: reason, buffer, byte offset in it and the header involved.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("workload rejected: {reason:?} in {buffer:?} at +{offset:#x} (header {header:#010x})")]
+pub struct ScanReject {
+    /// Why.
+    pub reason: RejectReason,
+    /// Where.
+    pub buffer: BufferId,
+    /// Byte offset inside the buffer.
+    pub offset: u64,
+    /// The command header (0 if none).
+    pub header: u32,
+}
+
+/// Per-reason rejection counters for a vGPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectCounters {
+    counts: [u64; 17],
+}
+
+impl RejectCounters {
+    /// Counts one rejection.
+    pub fn record(&mut self, reason: RejectReason) {
+        if let Some(c) = self.counts.get_mut(reason.index()) {
+            *c = c.saturating_add(1);
+        }
+    }
+    /// How many rejections had `reason`.
+    pub fn get(&self, reason: RejectReason) -> u64 {
+        self.counts.get(reason.index()).copied().unwrap_or(0)
+    }
+    /// Total rejections.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().fold(0, |a, c| a.saturating_add(*c))
+    }
+}
+
+/// Structural limits. Nesting depth is fixed by hardware (ring → first → second level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// Chain hops allowed in one chain sequence.
+    pub max_chain: u32,
+    /// Distinct batches per workload.
+    pub max_batches: usize,
+    /// Total bytes copied (ring plus batches).
+    pub max_total_bytes: u64,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        Self {
+            max_chain: 64,
+            max_batches: 256,
+            max_total_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The ring slice to scan (values from the context image, §5.5, §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSlice {
+    /// RING_START: GGTT address, 4 KiB aligned.
+    pub start: u64,
+    /// Ring size in bytes: a multiple of 4 KiB, at most 2 MiB.
+    pub size: u32,
+    /// Head byte offset (dword aligned, < size).
+    pub head: u32,
+    /// Tail byte offset (qword aligned, < size).
+    pub tail: u32,
+}
+
+/// Everything the scanner needs to know about one submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// Owner of the workload.
+    pub owner: OwnerId,
+    /// Engine it targets (selects the length rules and the register whitelist).
+    pub engine: EngineId,
+    /// Submitter's tag, echoed by the host.
+    pub tag: u64,
+    /// Submitter's sequence number, echoed by the host.
+    pub seqno: u32,
+    /// Ring location and the slice to run.
+    pub ring: RingSlice,
+    /// The vGPU's GGTT windows (low, high) for the address audit.
+    pub windows: [GmRange; 2],
+    /// Host shadow PPGTT of the context; `None` if the context has no PPGTT.
+    pub ppgtt: Option<PpgttHandle>,
+    /// Context information passed to the executor.
+    pub context: WorkloadContext,
+}
+
+/// The scanner: stateless apart from its configuration, so one per engine can be shared.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    limits: ScanLimits,
+    regs: RegWhitelist,
+}
+
+impl Scanner {
+    /// A scanner for `engine` with Gen9 register rules.
+    pub fn new(engine: EngineId, limits: ScanLimits) -> Self {
+        Self {
+            limits,
+            regs: RegWhitelist::gen9(engine),
+        }
+    }
+
+    /// The register whitelist, e.g. to add registers learnt from a golden context.
+    pub fn regs_mut(&mut self) -> &mut RegWhitelist {
+        &mut self.regs
+    }
+
+    /// Copies, decodes and audits one submission. Never panics.
+    pub fn scan(
+        &self,
+        req: &ScanRequest,
+        mem: &dyn GuestMemory,
+        tr: &dyn GmTranslate,
+    ) -> Result<ShadowWorkload, ScanReject> {
+        let mut st = ScanState {
+            scanner: self,
+            req,
+            mem,
+            tr,
+            batches: Vec::new(),
+            done: HashMap::new(),
+            in_progress: HashSet::new(),
+            total: 0,
+        };
+        let ring = st.scan_ring()?;
+        Ok(ShadowWorkload {
+            owner: req.owner,
+            engine: req.engine,
+            tag: req.tag,
+            seqno: req.seqno,
+            ppgtt: req.ppgtt,
+            context: req.context,
+            ring_head: req.ring.head,
+            ring_tail: req.ring.tail,
+            ring,
+            batches: st.batches,
+        })
+    }
+}
+
+struct ScanState<'a> {
+    scanner: &'a Scanner,
+    req: &'a ScanRequest,
+    mem: &'a dyn GuestMemory,
+    tr: &'a dyn GmTranslate,
+    batches: Vec<ShadowBatch>,
+    done: HashMap<BatchKey, usize>,
+    in_progress: HashSet<BatchKey>,
+    total: u64,
+}
+
+fn reject(reason: RejectReason, buffer: BufferId, offset: usize, header: u32) -> ScanReject {
+    ScanReject {
+        reason,
+        buffer,
+        offset: (offset as u64).saturating_mul(4),
+        header,
+    }
+}
+
+impl ScanState<'_> {
+    fn ctx(&self, level: u8, ppgtt: bool) -> BufCtx<'_> {
+        BufCtx {
+            level,
+            ppgtt,
+            has_ppgtt: self.req.ppgtt.is_some(),
+            regs: &self.scanner.regs,
+            windows: &self.req.windows,
+        }
+    }
+
+    fn charge(&mut self, bytes: u64, buffer: BufferId) -> Result<(), ScanReject> {
+        self.total = self.total.saturating_add(bytes);
+        if self.total > self.scanner.limits.max_total_bytes {
+            return Err(reject(RejectReason::TooLarge, buffer, 0, 0));
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `gma` (which may cross pages).
+    fn read(&self, space: GmSpace, gma: u64, buf: &mut [u8]) -> bool {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Some(addr) = gma.checked_add(done as u64) else {
+                return false;
+            };
+            let in_page = (PAGE_SIZE - addr % PAGE_SIZE) as usize;
+            let n = in_page.min(buf.len() - done);
+            let Some(gpa) = self.tr.gma_to_gpa(space, addr) else {
+                return false;
+            };
+            let Some(chunk) = buf.get_mut(done..done + n) else {
+                return false;
+            };
+            if self.mem.read(gpa, chunk).is_err() {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+
+    fn scan_ring(&mut self) -> Result<Vec<u32>, ScanReject> {
+        let r = self.req.ring;
+        let bad = |o| reject(RejectReason::BadRingGeometry, BufferId::Ring, o, 0);
+        let size_ok = r.size > 0 && r.size % 4096 == 0 && r.size <= 2 << 20;
+        if !size_ok || r.start % 4096 != 0 || r.head >= r.size || r.tail >= r.size {
+            return Err(bad(0));
+        }
+        if r.head % 4 != 0 || r.tail % 8 != 0 {
+            return Err(bad(0));
+        }
+        if !in_windows(&self.req.windows, r.start, u64::from(r.size)) {
+            return Err(reject(
+                RejectReason::AddressOutOfWindow,
+                BufferId::Ring,
+                0,
+                0,
+            ));
+        }
+        let len = if r.tail >= r.head {
+            r.tail - r.head
+        } else {
+            r.size - r.head + r.tail
+        };
+        self.charge(u64::from(len), BufferId::Ring)?;
+        let mut bytes = vec![0u8; len as usize];
+        let first = (r.size - r.head).min(len) as usize;
+        let (a, b) = bytes.split_at_mut(first);
+        let ok = self.read(GmSpace::Ggtt, r.start.saturating_add(u64::from(r.head)), a)
+            && self.read(GmSpace::Ggtt, r.start, b);
+        if !ok {
+            return Err(reject(RejectReason::Unmapped, BufferId::Ring, 0, 0));
+        }
+        let mut dwords: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        self.walk_ring(&mut dwords)?;
+        Ok(dwords)
+    }
+
+    fn walk_ring(&mut self, dwords: &mut [u32]) -> Result<(), ScanReject> {
+        let engine = self.req.engine;
+        let mut i = 0usize;
+        while let Some(&h) = dwords.get(i) {
+            let cmd = decode(engine, h)
+                .map_err(|_| reject(RejectReason::UnknownCommand, BufferId::Ring, i, h))?;
+            let end = i.saturating_add(cmd.len as usize);
+            let body = dwords
+                .get_mut(i..end)
+                .ok_or_else(|| reject(RejectReason::RunsPastTail, BufferId::Ring, i, h))?;
+            let flow = audit(&self.ctx(0, false), &cmd, body)
+                .map_err(|r| reject(r, BufferId::Ring, i, h))?;
+            if let Flow::Call(key) = flow {
+                self.scan_chain(key)?;
+            }
+            i = end;
+        }
+        Ok(())
+    }
+
+    /// Scans the batch at `key` and everything it chains to.
+    fn scan_chain(&mut self, start: BatchKey) -> Result<(), ScanReject> {
+        let mut key = start;
+        let mut path = Vec::new();
+        let mut hops = 0u32;
+        let res = loop {
+            if self.in_progress.contains(&key) {
+                break Err(reject(RejectReason::ChainLoop, BufferId::Batch(key), 0, 0));
+            }
+            if self.done.contains_key(&key) {
+                break Ok(());
+            }
+            if hops > self.scanner.limits.max_chain {
+                break Err(reject(
+                    RejectReason::TooManyChains,
+                    BufferId::Batch(key),
+                    0,
+                    0,
+                ));
+            }
+            hops += 1;
+            self.in_progress.insert(key);
+            path.push(key);
+            match self.scan_batch(key) {
+                Ok(Some(next)) => key = next,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        for k in path {
+            self.in_progress.remove(&k);
+        }
+        res
+    }
+
+    /// Copies and audits one batch; returns its chain target, if it ends in a chain.
+    fn scan_batch(&mut self, key: BatchKey) -> Result<Option<BatchKey>, ScanReject> {
+        if self.batches.len() >= self.scanner.limits.max_batches {
+            return Err(reject(
+                RejectReason::TooManyBatches,
+                BufferId::Batch(key),
+                0,
+                0,
+            ));
+        }
+        let buf = BufferId::Batch(key);
+        let space = if key.ppgtt {
+            GmSpace::Ppgtt
+        } else {
+            GmSpace::Ggtt
+        };
+        let mut src = BatchSource::new(key.gma, space);
+        let mut calls = Vec::new();
+        let mut i = 0usize;
+        let next = loop {
+            if !self.fill(&mut src, i + 1, buf)? {
+                let reason = if i == 0 {
+                    RejectReason::Unmapped
+                } else {
+                    RejectReason::MissingBatchEnd
+                };
+                return Err(reject(reason, buf, i, 0));
+            }
+            let h = src.dwords.get(i).copied().unwrap_or(0);
+            let cmd: Cmd = decode(self.req.engine, h)
+                .map_err(|_| reject(RejectReason::UnknownCommand, buf, i, h))?;
+            let end = i.saturating_add(cmd.len as usize);
+            if !self.fill(&mut src, end, buf)? {
+                return Err(reject(RejectReason::Truncated, buf, i, h));
+            }
+            let ctx = self.ctx(key.level, key.ppgtt);
+            let body = src
+                .dwords
+                .get_mut(i..end)
+                .ok_or_else(|| reject(RejectReason::Truncated, buf, i, h))?;
+            let flow = audit(&ctx, &cmd, body).map_err(|r| reject(r, buf, i, h))?;
+            i = end;
+            match flow {
+                Flow::Next | Flow::Dropped => {}
+                Flow::End => break None,
+                Flow::Call(k) => calls.push(k),
+                Flow::Chain(k) => break Some(k),
+            }
+        };
+        src.dwords.truncate(i);
+        self.charge((i as u64).saturating_mul(4), buf)?;
+        let idx = self.batches.len();
+        self.batches.push(ShadowBatch {
+            key,
+            dwords: src.dwords,
+        });
+        self.done.insert(key, idx);
+        for c in calls {
+            self.scan_chain(c)?;
+        }
+        Ok(next)
+    }
+
+    /// Makes `src` hold at least `want` dwords; `false` if the source ends first.
+    fn fill(&self, src: &mut BatchSource, want: usize, buf: BufferId) -> Result<bool, ScanReject> {
+        let cap = (self.scanner.limits.max_total_bytes / 4) as usize;
+        while src.dwords.len() < want {
+            if src.ended {
+                return Ok(false);
+            }
+            if src.dwords.len() >= cap {
+                return Err(reject(RejectReason::TooLarge, buf, src.dwords.len(), 0));
+            }
+            src.read_page(self);
+        }
+        Ok(true)
+    }
+}
+
+/// A batch being copied page by page.
+struct BatchSource {
+    base: u64,
+    space: GmSpace,
+    dwords: Vec<u32>,
+    ended: bool,
+}
+
+impl BatchSource {
+    fn new(base: u64, space: GmSpace) -> Self {
+        Self {
+            base,
+            space,
+            dwords: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Appends the rest of the current page (or marks the source ended).
+    fn read_page(&mut self, st: &ScanState<'_>) {
+        let off = (self.dwords.len() as u64).saturating_mul(4);
+        let Some(gma) = self.base.checked_add(off) else {
+            self.ended = true;
+            return;
+        };
+        let n = (PAGE_SIZE - gma % PAGE_SIZE) as usize;
+        let mut page = [0u8; PAGE_SIZE as usize];
+        let Some(chunk) = page.get_mut(..n) else {
+            self.ended = true;
+            return;
+        };
+        if !st.read(self.space, gma, chunk) {
+            self.ended = true;
+            return;
+        }
+        self.dwords.extend(
+            chunk
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! xl guest configuration files (`xl.cfg(5)` syntax) and the historical XenGT keys
+//! (xen-abi.md §5.5): `vgt`, `vgt_low_gm_sz`, `vgt_high_gm_sz`, `vgt_fence_sz`,
+//! `vgt_primary`, `vgt_monitor_config_file`, plus `name`, `type`/`builder`, `memory`.
+//!
+//! Sizes are validated against the daemon's vGPU types ([`DaemonConfig::types`]): the
+//! given keys must all match one type, or — only if `limits.custom` is configured — lie
+//! within the custom bounds. Errors carry `file:line` and the allowed values.
+
+mod syntax;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DaemonConfig;
+pub use syntax::{parse as parse_settings, parse_int, Setting, SyntaxError, Value};
+
+/// Errors reading a guest configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum XlCfgError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {msg}")]
+    Read {
+        /// File.
+        file: String,
+        /// OS error text.
+        msg: String,
+    },
+    /// xl.cfg syntax error.
+    #[error("{file}:{line}: syntax error: {msg}")]
+    Syntax {
+        /// File.
+        file: String,
+        /// Line.
+        line: usize,
+        /// Detail.
+        msg: String,
+    },
+    /// A setting with a bad value.
+    #[error("{file}:{line}: {key}: {msg}")]
+    Invalid {
+        /// File.
+        file: String,
+        /// Line of the setting (0 if absent).
+        line: usize,
+        /// Key.
+        key: String,
+        /// What is wrong and what is allowed.
+        msg: String,
+    },
+}
+
+/// Guest kind (`type=`; legacy `builder="hvm"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestType {
+    /// Fully virtualised with QEMU.
+    Hvm,
+    /// PVH: HVM container, no device model.
+    Pvh,
+    /// Paravirtualised (cannot have a vGPU: no ioreq servers).
+    Pv,
+}
+
+/// What the guest asks of the vGPU mediator (the toolstack writes this to XenStore).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VgpuRequest {
+    /// Matching type name, or `None` for a custom size.
+    pub type_name: Option<String>,
+    /// Low (aperture) GM in MiB.
+    pub low_gm_mib: u64,
+    /// High GM in MiB.
+    pub high_gm_mib: u64,
+    /// Fence registers.
+    pub fences: u32,
+    /// `vgt_primary`: `None` = unspecified (-1).
+    pub primary: Option<bool>,
+    /// `vgt_monitor_config_file`.
+    pub monitor_config_file: Option<String>,
+}
+
+/// The parts of an xl config the daemon cares about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestConfig {
+    /// `name`.
+    pub name: String,
+    /// `type`.
+    pub guest_type: GuestType,
+    /// `memory` in MiB.
+    pub memory_mib: Option<u64>,
+    /// The vGPU, if `vgt=1`.
+    pub vgpu: Option<VgpuRequest>,
+}
+
+/// Reads and validates a file.
+pub fn load(path: &Path, cfg: &DaemonConfig) -> Result<GuestConfig, XlCfgError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| XlCfgError::Read {
+        file: file.clone(),
+        msg: e.to_string(),
+    })?;
+    parse(&text, &file, cfg)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    map: BTreeMap<String, Setting>,
+}
+
+impl Ctx<'_> {
+    fn invalid<T>(&self, key: &str, msg: impl Into<String>) -> Result<T, XlCfgError> {
+        Err(XlCfgError::Invalid {
+            file: self.file.to_string(),
+            line: self.map.get(key).map_or(0, |s| s.line),
+            key: key.to_string(),
+            msg: msg.into(),
+        })
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, XlCfgError> {
+        match self.map.get(key).map(|s| &s.value) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            Some(_) => self.invalid(key, "expected a quoted string"),
+        }
+    }
+
+    /// Numbers may be written bare or quoted (libxlu stores both as text).
+    fn int(&self, key: &str) -> Result<Option<i64>, XlCfgError> {
+        let text = match self.map.get(key).map(|s| &s.value) {
+            None => return Ok(None),
+            Some(Value::Num(t) | Value::Str(t)) => t,
+            Some(Value::List(_)) => return self.invalid(key, "expected a number, not a list"),
+        };
+        match parse_int(text) {
+            Some(v) => Ok(Some(v)),
+            None => self.invalid(key, format!("{text:?} is not a number (decimal or 0x hex)")),
+        }
+    }
+
+    fn uint(&self, key: &str, max: u64) -> Result<Option<u64>, XlCfgError> {
+        match self.int(key)? {
+            None => Ok(None),
+            Some(v) => match u64::try_from(v) {
+                Ok(u) if u <= max => Ok(Some(u)),
+                _ => self.invalid(key, format!("{v} is out of range 0..={max}")),
+            },
+        }
+    }
+}
+
+/// Parses text; `file` names it in errors.
+pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, XlCfgError> {
+    let map = parse_settings(text).map_err(|e| XlCfgError::Syntax {
+        file: file.to_string(),
+        line: e.line,
+        msg: e.msg,
+    })?;
+    let cx = Ctx { file, map };
+    let Some(name) = cx.string("name")? else {
+        return cx.invalid("name", "missing: every guest needs name = \"...\"");
+    };
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+        return cx.invalid("name", "must be 1-64 printable characters");
+    }
+    let guest_type = guest_type(&cx)?;
+    let memory_mib = cx.uint("memory", 1 << 30)?;
+    let vgt = match cx.int("vgt")? {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(v) => return cx.invalid("vgt", format!("{v} is not 0 or 1")),
+    };
+    let vgpu = if vgt {
+        if guest_type == GuestType::Pv {
+            return cx.invalid(
+                "vgt",
+                "a vGPU needs type = \"hvm\" or \"pvh\" (PV guests have no ioreq servers)",
+            );
+        }
+        Some(vgpu_request(&cx, cfg)?)
+    } else {
+        for k in ["vgt_low_gm_sz", "vgt_high_gm_sz", "vgt_fence_sz"] {
+            if cx.map.contains_key(k) {
+                return cx.invalid(k, "set without vgt = 1");
+            }
+        }
+        None
+    };
+    Ok(GuestConfig {
+        name,
+        guest_type,
+        memory_mib,
+        vgpu,
+    })
+}
+
+fn guest_type(cx: &Ctx<'_>) -> Result<GuestType, XlCfgError> {
+    let t = match cx.string("type")? {
+        Some(t) => t,
+        None => match cx.string("builder")?.as_deref() {
+            Some("hvm") => return Ok(GuestType::Hvm),
+            Some("generic") | None => return Ok(GuestType::Pv),
+            Some(o) => {
+                return cx.invalid("builder", format!("{o:?}: allowed \"hvm\", \"generic\""))
+            }
+        },
+    };
+    match t.as_str() {
+        "hvm" => Ok(GuestType::Hvm),
+        "pvh" => Ok(GuestType::Pvh),
+        "pv" => Ok(GuestType::Pv),
+        o => cx.invalid("type", format!("{o:?}: allowed \"hvm\", \"pvh\", \"pv\"")),
+    }
+}
+
+fn list_u64(vals: impl Iterator<Item = u64>) -> String {
+    let mut v: Vec<u64> = vals.collect();
+    v.sort_unstable();
+    v.dedup();
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgError> {
+    let low = cx.uint("vgt_low_gm_sz", 4096)?;
+    let high = cx.uint("vgt_high_gm_sz", 4096)?;
+    let fences = cx.uint("vgt_fence_sz", 32)?;
+    let primary = match cx.int("vgt_primary")? {
+        None | Some(-1) => None,
+        Some(0) => Some(false),
+        Some(1) => Some(true),
+        Some(v) => return cx.invalid("vgt_primary", format!("{v}: allowed -1, 0, 1")),
+    };
+    let monitor_config_file = cx.string("vgt_monitor_config_file")?;
+    if let Some(p) = &monitor_config_file {
+        if !p.starts_with('/') {
+            return cx.invalid("vgt_monitor_config_file", "must be an absolute path");
+        }
+    }
+    // A type matching every size given (all absent = the default type).
+    let matches = |t: &&crate::config::VgpuType| {
+        low.map_or(true, |l| l == t.low_gm_mib)
+            && high.map_or(true, |h| h == t.high_gm_mib)
+            && fences.map_or(true, |f| f == u64::from(t.fences))
+    };
+    let chosen = if low.is_none() && high.is_none() && fences.is_none() {
+        cfg.find_type(&cfg.default_type)
+    } else {
+        cfg.types.iter().find(matches)
+    };
+    if let Some(t) = chosen {
+        return Ok(VgpuRequest {
+            type_name: Some(t.name.clone()),
+            low_gm_mib: t.low_gm_mib,
+            high_gm_mib: t.high_gm_mib,
+            fences: t.fences,
+            primary,
+            monitor_config_file,
+        });
+    }
+    if let Some(c) = &cfg.limits.custom {
+        let fit = |v: u64, lo: u64, hi: u64| v >= lo && v <= hi && v % c.granularity_mib == 0;
+        let l = low.unwrap_or(c.low_min_mib);
+        let h = high.unwrap_or(c.high_min_mib);
+        let f = fences.unwrap_or(0);
+        if !fit(l, c.low_min_mib, c.low_max_mib) {
+            return cx.invalid(
+                "vgt_low_gm_sz",
+                format!(
+                    "{l} MiB is outside the custom range {}..={} MiB (multiples of {})",
+                    c.low_min_mib, c.low_max_mib, c.granularity_mib
+                ),
+            );
+        }
+        if !fit(h, c.high_min_mib, c.high_max_mib) {
+            return cx.invalid(
+                "vgt_high_gm_sz",
+                format!(
+                    "{h} MiB is outside the custom range {}..={} MiB (multiples of {})",
+                    c.high_min_mib, c.high_max_mib, c.granularity_mib
+                ),
+            );
+        }
+        let f = u32::try_from(f).ok().filter(|f| *f <= c.max_fences);
+        let Some(f) = f else {
+            return cx.invalid("vgt_fence_sz", format!("allowed 0..={}", c.max_fences));
+        };
+        return Ok(VgpuRequest {
+            type_name: None,
+            low_gm_mib: l,
+            high_gm_mib: h,
+            fences: f,
+            primary,
+            monitor_config_file,
+        });
+    }
+    // Name the first key that matches no type at all, with its allowed values.
+    if let Some(l) = low.filter(|l| !cfg.types.iter().any(|t| t.low_gm_mib == *l)) {
+        return cx.invalid(
+            "vgt_low_gm_sz",
+            format!(
+                "{l} MiB matches no vGPU type; allowed: {}",
+                list_u64(cfg.types.iter().map(|t| t.low_gm_mib))
+            ),
+        );
+    }
+    if let Some(h) = high.filter(|h| !cfg.types.iter().any(|t| t.high_gm_mib == *h)) {
+        return cx.invalid(
+            "vgt_high_gm_sz",
+            format!(
+                "{h} MiB matches no vGPU type; allowed: {}",
+                list_u64(cfg.types.iter().map(|t| t.high_gm_mib))
+            ),
+        );
+    }
+    if let Some(f) = fences.filter(|f| !cfg.types.iter().any(|t| u64::from(t.fences) == *f)) {
+        return cx.invalid(
+            "vgt_fence_sz",
+            format!(
+                "{f} matches no vGPU type; allowed: {}",
+                list_u64(cfg.types.iter().map(|t| u64::from(t.fences)))
+            ),
+        );
+    }
+    let combos: Vec<String> = cfg
+        .types
+        .iter()
+        .map(|t| {
+            format!(
+                "{} = {}/{}/{}",
+                t.name, t.low_gm_mib, t.high_gm_mib, t.fences
+            )
+        })
+        .collect();
+    let key = if low.is_some() {
+        "vgt_low_gm_sz"
+    } else {
+        "vgt_high_gm_sz"
+    };
+    cx.invalid(
+        key,
+        format!(
+            "the combination of sizes matches no vGPU type; allowed low/high/fences: {}",
+            combos.join(", ")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+use proptest::prelude::*;
+
+fn cfg() -> DaemonConfig {
+    DaemonConfig::default()
+}
+
+#[test]
+fn hvm_with_explicit_type_sizes() {
+    let g = parse(
+        "name = \"g\"\ntype = \"hvm\"\nmemory = 2048\nvgt = 1\nvgt_low_gm_sz = 128\nvgt_high_gm_sz = 512\nvgt_fence_sz = 4\nvgt_primary = 1\n",
+        "g.cfg",
+        &cfg(),
+    )
+    .unwrap();
+    let v = g.vgpu.unwrap();
+    assert_eq!(v.type_name.as_deref(), Some("GVTg_V5_4"));
+    assert_eq!((v.low_gm_mib, v.high_gm_mib, v.fences), (128, 512, 4));
+    assert_eq!(v.primary, Some(true));
+    assert_eq!(g.memory_mib, Some(2048));
+}
+
+#[test]
+fn vgt_only_takes_the_default_type_and_low_only_picks_a_type() {
+    let g = parse("name='p'\ntype='pvh'\nvgt=1", "p.cfg", &cfg()).unwrap();
+    assert_eq!(g.vgpu.unwrap().type_name.as_deref(), Some("GVTg_V5_4"));
+    let g = parse(
+        "name='p'\ntype='pvh'\nvgt=1\nvgt_low_gm_sz=0x200",
+        "p.cfg",
+        &cfg(),
+    )
+    .unwrap();
+    assert_eq!(g.vgpu.unwrap().type_name.as_deref(), Some("GVTg_V5_1"));
+    let g = parse("name='p'\nbuilder='hvm'", "p.cfg", &cfg()).unwrap();
+    assert_eq!((g.guest_type, g.vgpu), (GuestType::Hvm, None));
+}
+
+#[test]
+fn bad_low_size_names_file_line_and_allowed_values() {
+    let e = parse(
+        "name='x'\ntype='hvm'\nvgt=1\nvgt_low_gm_sz=7\n",
+        "bad.cfg",
+        &cfg(),
+    )
+    .unwrap_err();
+    let s = e.to_string();
+    assert!(s.starts_with("bad.cfg:4: vgt_low_gm_sz:"), "{s}");
+    assert!(s.contains("allowed: 64, 128, 256, 512"), "{s}");
+}
+
+#[test]
+fn mismatched_combination_lists_the_types() {
+    let e = parse(
+        "name='x'\ntype='hvm'\nvgt=1\nvgt_low_gm_sz=64\nvgt_high_gm_sz=512\n",
+        "c.cfg",
+        &cfg(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("GVTg_V5_8 = 64/384/4"), "{e}");
+}
+
+#[test]
+fn custom_limits_allow_other_sizes() {
+    let mut c = cfg();
+    c.limits.custom = Some(crate::config::CustomLimits {
+        low_min_mib: 32,
+        low_max_mib: 512,
+        high_min_mib: 32,
+        high_max_mib: 2048,
+        granularity_mib: 32,
+        max_fences: 8,
+    });
+    let g = parse(
+        "name='x'\ntype='hvm'\nvgt=1\nvgt_low_gm_sz=96\nvgt_high_gm_sz=96\nvgt_fence_sz=2",
+        "f",
+        &c,
+    )
+    .unwrap();
+    assert_eq!(g.vgpu.unwrap().type_name, None);
+    let e = parse("name='x'\ntype='hvm'\nvgt=1\nvgt_low_gm_sz=100", "f", &c).unwrap_err();
+    assert!(e.to_string().contains("multiples of 32"), "{e}");
+}
+
+#[test]
+fn other_rejections() {
+    for (src, needle) in [
+        ("type='hvm'", "name"),
+        ("name='x'\nvgt=1", "PV guests"),
+        ("name='x'\ntype='hvm'\nvgt=2", "not 0 or 1"),
+        ("name='x'\ntype='hvm'\nvgt_low_gm_sz=64", "without vgt"),
+        ("name='x'\ntype='kvm'", "allowed"),
+        (
+            "name='x'\ntype='hvm'\nvgt=1\nvgt_primary=3",
+            "allowed -1, 0, 1",
+        ),
+        (
+            "name='x'\ntype='hvm'\nvgt=1\nvgt_low_gm_sz=-64",
+            "out of range",
+        ),
+        (
+            "name='x'\ntype='hvm'\nvgt=1\nvgt_monitor_config_file='rel'",
+            "absolute",
+        ),
+        ("name='x'\nmemory='lots'", "not a number"),
+        ("name=['x']", "quoted string"),
+    ] {
+        let e = parse(src, "t.cfg", &cfg()).unwrap_err();
+        assert!(e.to_string().contains(needle), "{src:?} -> {e}");
+    }
+}
+
+#[test]
+fn example_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "cfg") {
+            let g = load(&p, &cfg()).unwrap();
+            assert!(g.vgpu.is_some(), "{}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
+
+proptest! {
+    #[test]
+    fn never_panics_on_arbitrary_text(s in "\\PC*") {
+        let _ = parse(&s, "fuzz", &cfg());
+    }
+
+    #[test]
+    fn never_panics_on_config_like_text(s in "[a-z_ =+\\[\\],'\"#;\\\\0-9x\n-]{0,200}") {
+        let _ = parse(&s, "fuzz", &cfg());
+    }
+
+    #[test]
+    fn numbers_roundtrip(v in 0u64..=4096, hex in any::<bool>()) {
+        let text = if hex { format!("0x{v:x}") } else { v.to_string() };
+        let m = parse_settings(&format!("k = {text}")).unwrap();
+        let Value::Num(t) = &m["k"].value else { panic!("not a number") };
+        prop_assert_eq!(parse_int(t), i64::try_from(v).ok());
+    }
+}
