@@ -12,17 +12,21 @@ use serde_json::Value;
 const CTL: &str = env!("CARGO_BIN_EXE_xengt-ctl");
 
 fn xengtd_bin() -> PathBuf {
-    let ctl = Path::new(CTL);
-    let bin = ctl.with_file_name("xengtd");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "xengt", "--bin", "xengtd"])
-            .status()
-            .expect("run cargo build for xengtd");
-        assert!(st.success(), "building xengtd failed");
-    }
-    bin
+    // Always (re)build once per test process: an existing binary may be stale.
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = Path::new(CTL).with_file_name("xengtd");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = Command::new(cargo)
+                .args(["build", "-q", "-p", "xengt", "--bin", "xengtd"])
+                .status()
+                .expect("run cargo build for xengtd");
+            assert!(st.success(), "building xengtd failed");
+            assert!(bin.exists(), "xengtd not at {}", bin.display());
+            bin
+        })
+        .clone()
 }
 
 struct Daemon {
