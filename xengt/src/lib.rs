@@ -8,4 +8,5 @@ pub mod config;
 pub mod daemon;
 pub mod hotplug;
 pub mod proto;
+pub mod sim_runtime;
 pub mod xlcfg;

@@ -22,10 +22,19 @@
 //! Time: a workload runs on the host synchronously at submission, but its completion is
 //! delivered only when the clock reaches its start plus its modelled engine time, so the
 //! engine is busy for exactly the time the scheduler charges.
+//!
+//! Anticipation: a guest that waits for each request before submitting the next has an
+//! empty queue at every completion, and a purely work-conserving pick would then hand the
+//! engine to the next vGPU every time, turning any weights into 1:1. So when a vGPU's
+//! workload finishes with its queue empty while it still has credit, the engine is held
+//! for it for up to one scheduler tick ([`ANTICIPATION`]); a refill within that window
+//! continues its slice, otherwise the scheduler picks normally.
 
 mod io;
 mod run;
 mod stats;
+
+pub use run::ANTICIPATION;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -127,6 +136,9 @@ pub struct Gvt {
     clock: Arc<dyn Clock>,
     scheds: [Scheduler<Arc<dyn Clock>>; 4],
     running: [Option<Running>; 4],
+    /// Anticipation per engine: the vGPU whose workload just finished keeps the engine
+    /// until this time if it refills its queue (see [`Gvt::poll`]).
+    hold: [Option<(VgpuId, Duration)>; 4],
     ctx: BTreeMap<VgpuId, VgpuCtx>,
 }
 
@@ -193,6 +205,7 @@ impl Gvt {
             clock,
             scheds,
             running: [None, None, None, None],
+            hold: [None; 4],
             ctx: BTreeMap::new(),
         })
     }
@@ -294,6 +307,11 @@ impl Gvt {
         }
         for s in &mut self.scheds {
             let _ = s.remove_vgpu(owner(id));
+        }
+        for h in self.hold.iter_mut() {
+            if h.is_some_and(|(who, _)| who == id) {
+                *h = None;
+            }
         }
         let _ = self.host.release(owner(id));
         self.manager.destroy(id)?;

@@ -17,6 +17,10 @@ use super::{owner, GttOf, Gvt, Running};
 /// otherwise let one call run forever).
 const MAX_STARTS_PER_POLL: usize = 4096;
 
+/// How long an engine waits for the vGPU whose workload just finished to submit more
+/// (one scheduler tick).
+pub const ANTICIPATION: Duration = Duration::from_millis(1);
+
 fn ns_of(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -63,10 +67,14 @@ impl Gvt {
         let mut best: Option<Duration> = None;
         let mut consider = |d: Duration| best = Some(best.map_or(d, |b| b.min(d)));
         for (i, r) in self.running.iter().enumerate() {
-            match r {
-                Some(r) => consider(r.done_at),
-                None if self.ctx.values().any(|c| !c.queues[i].is_empty()) => consider(now),
-                None => {}
+            match (r, self.hold[i]) {
+                (Some(r), _) => consider(r.done_at),
+                (None, Some((who, until))) => {
+                    let refilled = self.ctx.get(&who).is_some_and(|c| !c.queues[i].is_empty());
+                    consider(if refilled { now } else { until });
+                }
+                (None, None) if self.ctx.values().any(|c| !c.queues[i].is_empty()) => consider(now),
+                (None, None) => {}
             }
         }
         for id in self.manager.list() {
@@ -89,8 +97,27 @@ impl Gvt {
                     return;
                 }
                 if let Some(r) = self.running[i].take() {
+                    let who = r.owner;
                     self.finish(e, r);
+                    let idle = self.ctx.get(&who).is_some_and(|c| c.queues[i].is_empty());
+                    let credit = self.scheds[i]
+                        .stats(owner(who))
+                        .is_some_and(|s| s.left_ns > 0);
+                    if idle && credit {
+                        self.hold[i] = Some((who, now.saturating_add(ANTICIPATION)));
+                    }
                 }
+            }
+            if let Some((who, until)) = self.hold[i] {
+                let refilled = self.ctx.get(&who).is_some_and(|c| !c.queues[i].is_empty());
+                let others = self
+                    .ctx
+                    .iter()
+                    .any(|(id, c)| *id != who && !c.queues[i].is_empty());
+                if !refilled && others && now < until {
+                    return;
+                }
+                self.hold[i] = None;
             }
             for (id, c) in &self.ctx {
                 let _ = self.scheds[i].set_busy(owner(*id), !c.queues[i].is_empty());
