@@ -19,19 +19,31 @@ resolve() {
     rm -f "$empty"
 }
 
-closure=$(resolve || true)
+# Resolving costs seconds to tens of seconds on a loaded box: keep the answer, keyed on the
+# package list and the apt lists it came from.
+key=$( { echo "$NX_PACKAGES"; ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null; } | sha256sum | cut -c1-16)
+closure=
+if [ -s "$NX_CACHE/closure-$key" ]; then closure=$(cat "$NX_CACHE/closure-$key"); else closure=$(resolve || true); fi
 if [ -z "$closure" ] && [ -z "$(ls -A "$NX_CACHE/debs")" ]; then
     nx_log "package lists lack our packages; apt-get update (once)"
     apt-get update -q >/dev/null || nx_die "apt-get update failed"
     closure=$(resolve || true)
 fi
 [ -n "$closure" ] || nx_die "cannot resolve packages: $NX_PACKAGES"
+rm -f "$NX_CACHE"/closure-*; echo "$closure" >"$NX_CACHE/closure-$key"
 
-# Only what the host does not already provide (the host's libc etc. are used for ldd).
+# Our own packages always come from the cache, even if the host has them installed (other
+# tiers may apt-get install xen-utils at any time); of the rest, only what the host lacks
+# (the host's libc etc. serve ldd and the initramfs).
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' 2>/dev/null | awk '/ ok installed$/ {print $1}' | tr '\n' ' ')
 need=()
 for p in $closure; do
-    case "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" in
-        *" ok installed") ;;
+    case $p in
+        xen-* | libxen* | xenstore-* | qemu-* | seabios | ipxe-qemu | busybox-static | cpio | linux-image-* | jq | libjq* | libonig*)
+            need+=("$p"); continue ;;
+    esac
+    case " $installed " in
+        *" $p "*) ;;
         *) need+=("$p") ;;
     esac
 done

@@ -86,7 +86,7 @@ echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"; echo 'root:x:0:' >"$R/etc
 # reported by the scenarios that need them, not here: the infrastructure must still boot.
 REL="${XENGT_RELEASE_DIR:-$NX_REPO/target/release}"
 for b in xengtd xengt-ctl; do
-    if [ -x "$REL/$b" ]; then put_elf "$R" "$REL/$b" "/usr/sbin/$b"; else nx_log "warning: $REL/$b not built"; fi
+    if [ -x "$REL/$b" ]; then put_elf "$R" "$REL/$b" "/usr/sbin/$b"; strip --strip-debug "$R/usr/sbin/$b" 2>/dev/null || true; else nx_log "warning: $REL/$b not built"; fi
 done
 
 cp "$NX_DIR/dom0/init" "$R/init"; chmod +x "$R/init"

@@ -13,7 +13,7 @@ for f in xen vmlinuz dom0.cpio fw; do [ -e "$NX_OUT/$f" ] || nx_die "$NX_OUT/$f 
 # Measured wall time of each scenario under nested TCG on the 2-core box (README.md), in s.
 budget() {
     case $1 in
-        xlinfo) echo 5 ;; pvh-hello) echo 60 ;; hotplug) echo 70 ;; pvinfo) echo 20 ;;
+        xlinfo) echo 5 ;; pvh-hello) echo 60 ;; hvm-hello) echo 150 ;; hotplug) echo 70 ;; pvinfo) echo 20 ;;
         ggtt) echo 10 ;; fuzz-bars) echo 30 ;; teardown) echo 15 ;; hvm-smoke) echo 200 ;; *) echo 60 ;;
     esac
 }

@@ -7,6 +7,8 @@ pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod hotplug;
+pub mod mediated;
 pub mod proto;
+pub mod server;
 pub mod sim_runtime;
 pub mod xlcfg;

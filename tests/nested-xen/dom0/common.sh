@@ -44,14 +44,25 @@ VGPU_NAME=vgpu1
 domid_of_test_guest() { cat $ST/domid 2>/dev/null; }
 # Normalise a JSON number or "0x..." string to decimal.
 jnum() { jq -r "$1 // empty" "$2" | { read -r v; [ -n "$v" ] && [ "$v" != null ] && printf '%d' "$v"; }; }
-# vgpus_json FILE: the vGPU array of `xengt-ctl list --json` (a bare array or {"vgpus":[...]}).
+# vgpus_json FILE: the vGPU array of `xengt-ctl list --json` (a bare array of VgpuInfo,
+# as in the daemon branch; {"vgpus":[...]} also accepted).
 vgpus_json() { jq -c 'if type == "array" then . else (.vgpus // []) end' "$1"; }
-# available_instances from `xengt-ctl list --json` ({"available_instances":N,...}).
-avail_of() { jq -r 'if type == "object" then (.available_instances // .types[0].available_instances // empty) else empty end' "$1"; }
+# avail_now: free capacity, the sum of available_instances over `xengt-ctl types --json`.
+avail_now() {
+    xengt-ctl types --json >/tmp/types.json 2>/tmp/types.err || return 1
+    jq -r 'if type == "array" then ([.[].available_instances] | add) else (.available_instances // empty) end' /tmp/types.json
+}
+# Field paths of `xengt-ctl info --json` (VgpuInfo); the alternatives are the issue's names.
+J_LOW_BASE='(.low_gm.base // .windows.low.base)'
+J_LOW_SIZE='(.low_gm.size // .windows.low.size)'
+J_HIGH_BASE='(.high_gm.base // .windows.high.base)'
+J_HIGH_SIZE='(.high_gm.size // .windows.high.size)'
+J_FENCES='(.fence_count // (.fences | if type == "object" then .count else . end))'
+J_DROPPED='(.counters.ggtt_writes_dropped // .counters.ggtt_dropped)'
 # The vGPU's backend directory in XenStore (xen-abi.md §5.3: backend-only node).
 backend_dir() {
     local d=$1 t
-    for t in vgpu xengt vgt; do
+    for t in vgt vgpu xengt; do
         xenstore-exists "/local/domain/0/backend/$t/$d" 2>/dev/null && { echo "/local/domain/0/backend/$t/$d/0"; return 0; }
     done
     return 1
@@ -65,9 +76,10 @@ start_daemon() {
         echo $! >$ST/xengtd.pid
     fi
     local i=0
-    until xengt-ctl list --json >/tmp/list0.json 2>/tmp/list0.err; do
+    until xengt-ctl list --json >/tmp/list0.json 2>/tmp/list0.err && jq -e 'type == "array" or type == "object"' /tmp/list0.json >/dev/null 2>&1; do
         daemon_alive || { tail -n 20 /var/log/xengtd.log; fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"; }
-        i=$((i + 1)); [ $i -lt 60 ] || fail "xengt-ctl list --json never answered: $(tail -n1 /tmp/list0.err)"
+        i=$((i + 1)); [ $i -lt 60 ] || fail "xengt-ctl list --json never gave JSON: $(cat /tmp/list0.json /tmp/list0.err | tail -n1)"
         sleep 1
     done
+    daemon_alive || fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"
 }

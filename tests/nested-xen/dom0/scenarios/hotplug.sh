@@ -5,7 +5,7 @@
 . /scenarios/common.sh
 start_daemon
 say "daemon up; list: $(cat /tmp/list0.json)"
-avail_of /tmp/list0.json >$ST/avail0
+avail_now >$ST/avail0 || fail "xengt-ctl types --json failed: $(tail -n1 /tmp/types.err)"
 
 T0=$(up)
 xengt-ctl create /guest/vgpu.cfg >/tmp/create.out 2>&1 || { cat /tmp/create.out; fail "xengt-ctl create failed: $(tail -n1 /tmp/create.out)"; }
@@ -28,9 +28,9 @@ info_json "$D" $ST/info0.json || fail "xengt-ctl info $D --json failed: $(tail -
 say "info: $(cat $ST/info0.json)"
 
 bar0=$(jnum .bar0 $ST/info0.json) || fail "info has no bar0"
-lb=$(jnum .windows.low.base $ST/info0.json) && ls_=$(jnum .windows.low.size $ST/info0.json) &&
-    hb=$(jnum .windows.high.base $ST/info0.json) && hs=$(jnum .windows.high.size $ST/info0.json) ||
-    fail "info lacks windows.{low,high}.{base,size}"
+lb=$(jnum "$J_LOW_BASE" $ST/info0.json) && ls_=$(jnum "$J_LOW_SIZE" $ST/info0.json) &&
+    hb=$(jnum "$J_HIGH_BASE" $ST/info0.json) && hs=$(jnum "$J_HIGH_SIZE" $ST/info0.json) ||
+    fail "info lacks low_gm/high_gm {base,size}"
 [ "$bar0" -gt 0 ] || fail "bar0 is 0"
 P=/local/domain/$D/data/xengt-test
 xenstore-write "$P/params" "bar0=$bar0 low_base=$lb low_size=$ls_ high_base=$hb high_size=$hs" ||

@@ -16,6 +16,6 @@ case $(g device) in 0x19[012][0-9a-f]|0x59[012][0-9a-f]) ;; *) xl destroy "$D"; 
 info_json "$D" /tmp/info-hvm.json || { xl destroy "$D"; fail "xengt-ctl info $D --json failed"; }
 want=$(jnum .bar0 /tmp/info-hvm.json)
 [ "$(dec "$(g bar0)")" = "$want" ] || { xl destroy "$D"; fail "guest BAR0 $(g bar0) but xengtd reports $want"; }
-[ "$(g magic | tr a-f A-F)" = 0X4776544776544776 ] || { xl destroy "$D"; fail "PVINFO magic at the firmware-programmed BAR0 is '$(g magic)'"; }
+[ "$(g magic | tr A-F a-f)" = 0x4776544776544776 ] || { xl destroy "$D"; fail "PVINFO magic at the firmware-programmed BAR0 is '$(g magic)'"; }
 xl destroy "$D"
 wait_gone "$D" 60 || fail "HVM guest did not go away"

@@ -6,16 +6,17 @@ D=$(domid_of_test_guest); [ -n "$D" ] || fail "no vGPU guest (hotplug failed)"
 wait_console $VGPU_NAME '^GUEST-RW ' 300 || { show_console $VGPU_NAME; fail "no GUEST-PVINFO/GUEST-RW from the guest"; }
 grep '^GUEST-PVINFO \|^GUEST-RW \|^GUEST-PARAMS ' "$(console_log $VGPU_NAME)"
 g() { guest_field $VGPU_NAME GUEST-PVINFO "$1"; }
-[ "$(g magic | tr a-f A-F)" = 0X4776544776544776 ] || fail "PVINFO magic is '$(g magic)'"
+[ "$(g magic | tr A-F a-f)" = 0x4776544776544776 ] || fail "PVINFO magic is '$(g magic)'"
 [ "$(dec "$(g ver_major)")" = 1 ] || fail "PVINFO version_major is '$(g ver_major)', want 1"
 I=$ST/info0.json
-for k in low_base:.windows.low.base low_size:.windows.low.size high_base:.windows.high.base high_size:.windows.high.size; do
-    want=$(jnum "${k#*:}" $I); got=$(dec "$(g "${k%%:*}")")
-    [ -n "$want" ] && [ "$got" = "$want" ] || fail "PVINFO ${k%%:*}=$(g "${k%%:*}") but xengt-ctl info ${k#*:}=$want"
+for k in low_base low_size high_base high_size; do
+    case $k in low_base) j=$J_LOW_BASE ;; low_size) j=$J_LOW_SIZE ;; high_base) j=$J_HIGH_BASE ;; high_size) j=$J_HIGH_SIZE ;; esac
+    want=$(jnum "$j" $I); got=$(dec "$(g $k)")
+    [ -n "$want" ] && [ "$got" = "$want" ] || fail "PVINFO $k=$(g $k) but xengt-ctl info $j=$want"
 done
-want=$(jnum '.fences | if type == "object" then .count else . end' $I)
+want=$(jnum "$J_FENCES" $I)
 [ -n "$want" ] && [ "$(dec "$(g fences)")" = "$want" ] || fail "PVINFO fence_num=$(g fences), info .fences=$want"
 [ "$(dec "$(guest_field $VGPU_NAME GUEST-RW display_ready_after)")" = 1 ] ||
     fail "display_ready write not read back: $(grep '^GUEST-RW' "$(console_log $VGPU_NAME)")"
-[ "$(guest_field $VGPU_NAME GUEST-RW magic_after_write | tr a-f A-F)" = 0X4776544776544776 ] ||
+[ "$(guest_field $VGPU_NAME GUEST-RW magic_after_write | tr A-F a-f)" = 0x4776544776544776 ] ||
     fail "a guest write changed the PVINFO magic"

@@ -18,7 +18,7 @@ i=0; while :; do
 done
 xengt-ctl info "$D" --json >/dev/null 2>&1 && fail "xengt-ctl info $D still succeeds"
 daemon_alive || fail "xengtd exited on guest destroy: $(tail -n1 /var/log/xengtd.log)"
-a0=$(cat $ST/avail0 2>/dev/null); a1=$(avail_of /tmp/list2.json)
-[ -n "$a1" ] || fail "xengt-ctl list --json has no available_instances"
+a0=$(cat $ST/avail0 2>/dev/null); a1=$(avail_now) || fail "xengt-ctl types --json failed: $(tail -n1 /tmp/types.err)"
+[ -n "$a1" ] || fail "xengt-ctl types --json has no available_instances"
 [ "$a1" = "$a0" ] || fail "available_instances $a0 before create, $a1 after destroy"
 say "vGPU of domain $D gone; available_instances=$a1"
