@@ -186,8 +186,8 @@ impl Daemon {
                 edid: t.edid,
                 available_instances: avail
                     .iter()
-                    .find(|a| a.ty.name == t.name)
-                    .map_or(0, |a| a.available_instances.min(slots)),
+                    .find(|a| a.info.ty.name == t.name)
+                    .map_or(0, |a| a.info.available_instances.min(slots)),
                 display: DisplayCaps::for_type(&t.name, t.low_gm_mib.saturating_mul(MIB)),
             })
             .collect()

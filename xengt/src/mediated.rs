@@ -1,8 +1,9 @@
 //! The daemon's device path: a xen-backend [`Hypervisor`] (RealXen on a dom0, or the
 //! simulated Xen for `--backend sim`) attaches an ioreq server per domain, and the
-//! mediator's [`VgpuManager`] creates the vGPU that answers its requests.
+//! mediator's [`Gvt`] (vGPU manager, software Gen9 engine, schedulers, per-vGPU execlist
+//! pipelines) answers its requests and executes the guest's submissions.
 //!
-//! The manager's partitioner is the daemon's only allocator: placements,
+//! The manager's partitioner inside [`Gvt`] is the daemon's only allocator: placements,
 //! `available_instances` and resumed placements all come from it.
 //!
 //! With `--backend sim` the simulated Xen lives inside the daemon: `attach DOMID` and
@@ -17,10 +18,11 @@ use std::sync::Arc;
 
 use mediator::clock::{Clock, RealClock};
 use mediator::display::DisplayCaps;
-use mediator::manager::{CreateRequest, ManagerError, VgpuId, VgpuManager};
+use mediator::gvt::{Gvt, GvtError, TypeCaps};
+use mediator::manager::{CreateRequest, ManagerError, VgpuId};
 use mediator::partition::{Allocation, MIB};
+use mediator::sw::{SwConfig, SwGpu};
 use mediator::vgpu::DEFAULT_SBDF;
-use mediator::vtypes::TypeInfo as MediatorTypeInfo;
 use xen_backend::abi::Sbdf;
 use xen_backend::{
     DeviceServer, Hypervisor, ServerOptions, SimDomainConfig, SimXen, XenBackendError,
@@ -49,9 +51,8 @@ pub struct MediatedBackend {
     hv: Arc<dyn Hypervisor>,
     sim: Option<SimXen>,
     sim_started: BTreeSet<u16>,
-    manager: VgpuManager,
+    gvt: Gvt,
     devices: BTreeMap<u16, Device>,
-    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for MediatedBackend {
@@ -80,9 +81,9 @@ fn map_err(e: XenBackendError, domid: u16) -> BackendError {
     }
 }
 
-fn manager_err(e: ManagerError) -> BackendError {
+fn gvt_err(e: GvtError) -> BackendError {
     match e {
-        ManagerError::Partition(_) | ManagerError::TooMany { .. } => {
+        GvtError::Manager(ManagerError::Partition(_) | ManagerError::TooMany { .. }) => {
             BackendError::NoResources(e.to_string())
         }
         other => BackendError::Failed(format!("creating the vGPU: {other}")),
@@ -102,40 +103,65 @@ pub fn create_request(req: &VgpuRequest) -> CreateRequest {
 }
 
 impl MediatedBackend {
-    /// A backend over `hv` (kind `xen`) with the daemon's host and types.
+    /// A backend over `hv` (kind `xen`) with the daemon's host and types, on the
+    /// software Gen9 engine and the real monotonic clock.
     pub fn new(
         kind: &'static str,
         hv: Arc<dyn Hypervisor>,
         cfg: &DaemonConfig,
     ) -> Result<Self, BackendError> {
-        let manager = VgpuManager::new(cfg.host_description(), cfg.mediator_types())
-            .map_err(|e| BackendError::Failed(format!("vGPU manager: {e}")))?;
-        Ok(MediatedBackend {
-            kind,
-            hv,
-            sim: None,
-            sim_started: BTreeSet::new(),
-            manager,
-            devices: BTreeMap::new(),
-            clock: Arc::new(RealClock::new()),
-        })
+        Self::build(kind, hv, None, cfg, Arc::new(RealClock::new()))
     }
 
     /// A backend over the simulated Xen `xen` (kind `sim`): it can start domains.
     pub fn with_sim(xen: SimXen, cfg: &DaemonConfig) -> Result<Self, BackendError> {
-        let mut b = Self::new("sim", Arc::new(xen.clone()), cfg)?;
-        b.sim = Some(xen);
-        Ok(b)
+        Self::with_sim_clock(xen, cfg, Arc::new(RealClock::new()))
+    }
+
+    /// [`MediatedBackend::with_sim`] with the clock that drives workload completion,
+    /// scheduling and vblank (tests use a fake one).
+    pub fn with_sim_clock(
+        xen: SimXen,
+        cfg: &DaemonConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BackendError> {
+        Self::build("sim", Arc::new(xen.clone()), Some(xen), cfg, clock)
+    }
+
+    fn build(
+        kind: &'static str,
+        hv: Arc<dyn Hypervisor>,
+        sim: Option<SimXen>,
+        cfg: &DaemonConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BackendError> {
+        let host = cfg.host_description();
+        let gpu = SwGpu::new(SwConfig::for_host(&host));
+        let gvt = Gvt::with_types(host, cfg.mediator_types(), Box::new(gpu), clock)
+            .map_err(|e| BackendError::Failed(format!("vGPU mediator: {e}")))?;
+        Ok(MediatedBackend {
+            kind,
+            hv,
+            sim,
+            sim_started: BTreeSet::new(),
+            gvt,
+            devices: BTreeMap::new(),
+        })
+    }
+
+    /// The mediator (read-only: vGPUs, pipelines, stats).
+    pub fn gvt(&self) -> &Gvt {
+        &self.gvt
+    }
+
+    /// The vGPU id of `domid`'s device.
+    pub fn vgpu_id(&self, domid: u16) -> Option<VgpuId> {
+        self.devices.get(&domid).map(|d| d.id)
     }
 
     /// The simulated Xen, if this backend runs on one.
     pub fn sim_xen(&self) -> Option<&SimXen> {
         self.sim.as_ref()
-    }
-
-    /// Replaces the clock that drives the vGPUs' timers (tests use a fake one).
-    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
-        self.clock = clock;
     }
 
     /// `sim` or `xen`.
@@ -148,9 +174,10 @@ impl MediatedBackend {
         self.hv.domain_info(domid).is_ok()
     }
 
-    /// The types with how many more instances fit now (from the partitioner).
-    pub fn types(&self) -> Vec<MediatorTypeInfo> {
-        self.manager.types()
+    /// The types with how many more instances fit now (from the partitioner) and their
+    /// display capabilities.
+    pub fn types(&self) -> Vec<TypeCaps> {
+        self.gvt.types()
     }
 
     /// Creates vGPU + ioreq server for `domid`; at exactly `at` when resuming.
@@ -174,13 +201,13 @@ impl MediatedBackend {
         let creq = create_request(req);
         let mem = server.guest_memory();
         let id = match at {
-            None => self.manager.create(&creq, mem),
-            Some(p) => self.manager.create_at(&creq, &Allocation::from(*p), mem),
+            None => self.gvt.create_vgpu(&creq, mem),
+            Some(p) => self.gvt.create_vgpu_at(&creq, &Allocation::from(*p), mem),
         }
-        .map_err(manager_err)?; // `server` drops here on failure: torn down
+        .map_err(gvt_err)?; // `server` drops here on failure: torn down
         let placement = self
-            .manager
-            .get(id)
+            .gvt
+            .vgpu(id)
             .map(|v| Placement::from(v.config().allocation))
             .ok_or_else(|| BackendError::Failed("vGPU vanished after creation".into()))?;
         let handle = DeviceHandle {
@@ -194,9 +221,16 @@ impl MediatedBackend {
 
     /// Tears the device down (idempotent), and a simulated domain the daemon started.
     pub fn destroy_device(&mut self, domid: u16) {
-        if let Some(dev) = self.devices.remove(&domid) {
-            if let Err(e) = self.manager.destroy(dev.id) {
-                tracing::warn!(domid, %e, "vGPU manager destroy failed");
+        if let Some(mut dev) = self.devices.remove(&domid) {
+            match self.gvt.destroy_vgpu(dev.id) {
+                // Lift the shadows' write protection while the server still exists.
+                Ok(fx) if !fx.is_empty() => {
+                    if let Err(e) = dev.server.apply(fx) {
+                        tracing::debug!(domid, %e, "final effects not applied");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(domid, %e, "vGPU destroy failed"),
             }
             drop(dev.server); // tears the ioreq server down
         }
@@ -224,11 +258,11 @@ impl MediatedBackend {
         let Some(dev) = self.devices.get_mut(&domid) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
-        let Some(vgpu) = self.manager.get_mut(dev.id) else {
+        let Some(mut io) = self.gvt.io(dev.id) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
         dev.server
-            .service(vgpu)
+            .service(&mut io)
             .map(drop)
             .map_err(|e| map_err(e, domid))
     }

@@ -275,6 +275,10 @@ pub struct CountersView {
     pub vgpu: VgpuCounters,
     /// The ioreq server's dispatch and map-cache counters.
     pub server: serde_json::Value,
+    /// The mediator's statistics: submissions, completions, rejections by reason,
+    /// engine time and share (`null` if unavailable).
+    #[serde(default)]
+    pub mediator: serde_json::Value,
 }
 
 /// A screenshot reply.

@@ -99,6 +99,7 @@ impl Daemon {
                     .saturating_add(c.ggtt_dropped_bad_access),
                 vgpu: c,
                 server: to_value(&view.server),
+                mediator: view.stats.as_ref().map_or(Value::Null, to_value),
             });
         }
         Ok(info)

@@ -47,7 +47,7 @@ fn with_guest<R: Send>(
 fn partitioner_places_devices_and_destroy_returns_them() {
     let xen = SimXen::new();
     let mut b = MediatedBackend::with_sim(xen.clone(), &DaemonConfig::default()).unwrap();
-    let avail = |b: &MediatedBackend| b.types()[1].available_instances;
+    let avail = |b: &MediatedBackend| b.types()[1].info.available_instances;
     let before = avail(&b);
     let d1 = b.start_domain(Some(3), None).unwrap();
     let d2 = b.start_domain(None, Some(32)).unwrap();
@@ -82,9 +82,13 @@ fn partitioner_places_devices_and_destroy_returns_them() {
 #[test]
 fn vblank_timer_is_driven_by_tick_and_reaches_the_guest_as_msi() {
     let xen = SimXen::new();
-    let mut b = MediatedBackend::with_sim(xen.clone(), &DaemonConfig::default()).unwrap();
     let clock = FakeClock::new();
-    b.set_clock(Arc::new(clock.clone()));
+    let mut b = MediatedBackend::with_sim_clock(
+        xen.clone(),
+        &DaemonConfig::default(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
     let domid = b.start_domain(Some(4), None).unwrap();
     b.create_device(domid, &request("GVTg_V5_4"), None).unwrap();
     let dom = xen.domain(domid).unwrap();

@@ -1,34 +1,26 @@
-//! Time-driven work of the vGPUs, run from the daemon's event loop: display vblank timers
-//! (`Vgpu::display_tick`); effects they produce (MSIs) go out through the vGPU's ioreq
+//! Time-driven work of the vGPUs, run from the daemon's event loop: [`Gvt::poll`]
+//! (workload completions, scheduling, hang checks, display vblank) at
+//! [`Gvt::next_deadline`]; the effects it returns (MSIs) go out through each vGPU's ioreq
 //! server (`DeviceServer::apply`).
+//!
+//! [`Gvt::poll`]: mediator::gvt::Gvt::poll
+//! [`Gvt::next_deadline`]: mediator::gvt::Gvt::next_deadline
 
 use std::time::Duration;
 
-use mediator::effects::Effects;
 use xen_backend::XenBackendError;
 
 use super::MediatedBackend;
 
 impl MediatedBackend {
-    /// The backend clock in nanoseconds.
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Runs every vGPU's due timers and applies their effects. Returns the domains whose
+    /// Runs the mediator's due work and applies the effects. Returns the domains whose
     /// server reported the domain gone (the caller destroys those vGPUs).
     pub fn tick(&mut self) -> Vec<u16> {
-        let now = self.now_ns();
         let mut dead = Vec::new();
-        for (domid, dev) in self.devices.iter_mut() {
-            let Some(vgpu) = self.manager.get_mut(dev.id) else {
+        for (id, fx) in self.gvt.poll() {
+            let Some((domid, dev)) = self.devices.iter_mut().find(|(_, d)| d.id == id) else {
                 continue;
             };
-            let mut fx = Effects::new();
-            vgpu.display_tick(now, &mut fx);
-            if fx.is_empty() {
-                continue;
-            }
             match dev.server.apply(fx) {
                 Ok(_) => {}
                 Err(XenBackendError::DomainGone(_)) | Err(XenBackendError::NoSuchDomain(_)) => {
@@ -40,14 +32,9 @@ impl MediatedBackend {
         dead
     }
 
-    /// How long until some vGPU's timer is due (`None`: no timer runs).
+    /// How long until [`MediatedBackend::tick`] has work (`None`: nothing pending).
     pub fn next_deadline(&self) -> Option<Duration> {
-        let now = self.now_ns();
-        self.devices
-            .values()
-            .filter_map(|d| self.manager.get(d.id))
-            .filter_map(|v| v.display_next_deadline_ns())
-            .min()
-            .map(|t| Duration::from_nanos(t.saturating_sub(now)))
+        let now = self.gvt.clock().now();
+        self.gvt.next_deadline().map(|t| t.saturating_sub(now))
     }
 }

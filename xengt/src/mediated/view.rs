@@ -5,6 +5,7 @@ use mediator::counters::VgpuCounters;
 use mediator::display::fb::read_plane;
 use mediator::display::png::encode_png;
 use mediator::display::{FbError, PlaneInfo};
+use mediator::gvt::VgpuStats;
 use mediator::partition::Allocation;
 use xen_backend::ServerCounters;
 
@@ -14,8 +15,10 @@ use crate::backend::BackendError;
 /// A snapshot of one device.
 #[derive(Clone, Debug)]
 pub struct DeviceView {
-    /// The vGPU's counters.
+    /// The vGPU's register-model counters.
     pub counters: VgpuCounters,
+    /// The mediator's statistics (submissions, completions, rejections, engine time).
+    pub stats: Option<VgpuStats>,
     /// The ioreq server's dispatch and map-cache counters.
     pub server: ServerCounters,
     /// The primary plane, or why there is none.
@@ -48,9 +51,10 @@ impl MediatedBackend {
     /// Counters and plane of `domid`'s vGPU.
     pub fn device_view(&self, domid: u16) -> Option<DeviceView> {
         let dev = self.devices.get(&domid)?;
-        let vgpu = self.manager.get(dev.id)?;
+        let vgpu = self.gvt.vgpu(dev.id)?;
         Some(DeviceView {
             counters: *vgpu.counters(),
+            stats: self.gvt.stats(dev.id).ok(),
             server: dev.server.counters(),
             plane: vgpu.display().primary_plane(),
         })
@@ -66,8 +70,8 @@ impl MediatedBackend {
             .get(&domid)
             .ok_or(BackendError::NoSuchDomain(domid))?;
         let vgpu = self
-            .manager
-            .get(dev.id)
+            .gvt
+            .vgpu(dev.id)
             .ok_or(BackendError::NoSuchDomain(domid))?;
         let plane = vgpu
             .display()
