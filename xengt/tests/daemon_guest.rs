@@ -5,6 +5,7 @@
 //!
 //! (The CLI tests cannot run a guest: the simulated domains live inside the xengtd
 //! process. This is the same path, in-process.)
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
