@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod hotplug;
 pub mod mediated;
 pub mod proto;
