@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod hotplug;
 pub mod mediated;
 pub mod proto;
