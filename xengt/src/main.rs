@@ -39,9 +39,10 @@ struct Cli {
     /// Daemon configuration (JSON); built-in defaults if omitted.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Log filter (tracing env-filter syntax, e.g. `info,xengt=debug`).
-    #[arg(long, default_value = "info")]
-    log: String,
+    /// Log filter (tracing env-filter syntax, e.g. `info,xengt=debug`); default `info`
+    /// for the daemon and `warn` for the demo (whose progress lines are the output).
+    #[arg(long)]
+    log: Option<String>,
     /// XenStore: `auto` (required with xen; with sim only if XENSTORED_PATH is set),
     /// `none`, or a socket/device path.
     #[arg(long, default_value = "auto")]
@@ -114,12 +115,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("xengtd: bad --log filter {:?}: {e}; using info", cli.log);
-        tracing_subscriber::EnvFilter::new("info")
+    let default_level = match cli.command {
+        Some(Command::Demo(_)) => "warn",
+        _ => "info",
+    };
+    let wanted = cli.log.as_deref().unwrap_or(default_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(wanted).unwrap_or_else(|e| {
+        eprintln!("xengtd: bad --log filter {wanted:?}: {e}; using {default_level}");
+        tracing_subscriber::EnvFilter::new(default_level)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
