@@ -87,13 +87,15 @@ pub struct GgttSyncReport {
 #[derive(Clone, Debug)]
 pub struct RamGgtt {
     gpa: u64,
-    snapshot: Vec<u64>,
+    /// Little-endian bytes of the whole window as last seen (a page compares with one
+    /// memcmp; only differing pages are decoded).
+    snapshot: Vec<u8>,
 }
 
 impl RamGgtt {
     /// A window at guest-physical `gpa` (page-aligned), whose RAM is fresh (all zero).
     pub fn new(gpa: u64) -> Self {
-        let n = usize::try_from(WINDOW_PAGES * PTES_PER_PAGE).unwrap_or(0);
+        let n = usize::try_from(GGTT_WINDOW_SIZE).unwrap_or(0);
         Self {
             gpa,
             snapshot: vec![0; n],
@@ -112,10 +114,10 @@ impl RamGgtt {
 
     /// The last value seen for entry `index` (0 if never seen or out of range).
     pub fn last_seen(&self, index: u64) -> u64 {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.snapshot.get(i).copied())
-            .unwrap_or(0)
+        let at = usize::try_from(index).ok().and_then(|i| i.checked_mul(8));
+        at.and_then(|a| self.snapshot.get(a..a.checked_add(8)?))
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
     }
 
     /// Page indices (within the window) a sync of `scope` reads, ascending, no repeats.
@@ -166,24 +168,29 @@ impl RamGgtt {
                 continue;
             }
             report.pages_read += 1;
+            let Some(old) = usize::try_from(p * PAGE_SIZE)
+                .ok()
+                .and_then(|o| self.snapshot.get_mut(o..o + page.len()))
+            else {
+                continue;
+            };
+            if old[..] == page[..] {
+                continue;
+            }
             let first = p * PTES_PER_PAGE;
             let mut changed = false;
-            for (k, chunk) in page.chunks_exact(8).enumerate() {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(chunk);
-                let v = u64::from_le_bytes(b);
-                let index = first + k as u64;
-                let Some(slot) = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| self.snapshot.get_mut(i))
-                else {
-                    continue;
-                };
-                if *slot != v {
-                    *slot = v;
+            for (k, (new, seen)) in page
+                .chunks_exact(8)
+                .zip(old.chunks_exact_mut(8))
+                .enumerate()
+            {
+                if new != seen {
+                    seen.copy_from_slice(new);
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(new);
                     changed = true;
                     report.entries_changed += 1;
-                    apply(index * 8, v);
+                    apply((first + k as u64) * 8, u64::from_le_bytes(b));
                 }
             }
             if changed {

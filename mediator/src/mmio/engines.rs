@@ -69,6 +69,8 @@ pub mod reg {
     pub const START: u32 = 0x038;
     /// RING_CTL.
     pub const CTL: u32 = 0x03c;
+    /// RING_IPEIR (instruction parser error identity).
+    pub const IPEIR: u32 = 0x064;
     /// RING_HWS_PGA.
     pub const HWS_PGA: u32 = 0x080;
     /// RING_HWSTAM.
@@ -130,6 +132,8 @@ pub fn engine_rows(e: Engine) -> Vec<RegSpec> {
         // §5.1 HWS_PGA: tracked for CSB emulation.
         RegSpec::rw(b + reg::HWS_PGA, 0, RegKind::HwsPga(e), "§5.1"),
         RegSpec::rw(b + reg::HWSTAM, 0xffff_ffff, RegKind::Plain, "§5.1"),
+        // §3.4 RING_IPEIR: no instruction-parser errors (read in error capture).
+        RegSpec::ro(b + reg::IPEIR, 0, RegKind::Plain, "§3.4"),
         // §3.5 MI_MODE: masked, bit 9 MODE_IDLE read-only and always 1.
         masked(
             b + reg::MI_MODE,
