@@ -18,6 +18,7 @@ pub mod ggtt;
 pub mod ggtt_ram;
 pub mod guest;
 pub mod guest_port;
+pub mod gvt;
 pub mod host;
 pub mod irq;
 pub mod manager;

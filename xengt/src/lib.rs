@@ -10,4 +10,5 @@ pub mod hotplug;
 pub mod mediated;
 pub mod proto;
 pub mod server;
+pub mod sim_runtime;
 pub mod xlcfg;
