@@ -14,6 +14,7 @@
 //! The device state is the plain-data [`VgpuState`] (serde), so it can be saved and
 //! restored. Work for other subsystems is queued as [`VgpuEvent`]s.
 
+mod clock_regs;
 mod display_path;
 mod events;
 mod mmio_path;
@@ -150,6 +151,8 @@ pub struct Vgpu {
     routes: Bus<Region>,
     /// The RAM-backed PTE window, while populated (RAM mode only).
     ram_ggtt: Option<RamGgtt>,
+    /// Origin of RING_TIMESTAMP.
+    epoch: std::time::Instant,
 }
 
 impl fmt::Debug for Vgpu {
@@ -179,6 +182,7 @@ impl Vgpu {
             state,
             routes: Bus::new(),
             ram_ggtt: None,
+            epoch: std::time::Instant::now(),
             config,
         }
     }

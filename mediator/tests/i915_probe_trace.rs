@@ -555,3 +555,47 @@ fn mode0_probe_gpu2_would_not_have_timed_out() {
     assert_eq!(c.ggtt_dropped_outside, 1);
     assert_eq!(r.v.ggtt().translate(0x4000_0000), Some(0x0210_0000));
 }
+
+/// Answers i915 (or another guest) relies on that the two traces do not exercise.
+#[test]
+fn answers_the_traces_do_not_exercise() {
+    let (v, _) = recipe_vgpu(
+        (0x0800_0000, 64 * MIB),
+        (0x4000_0000, 256 * MIB),
+        GgttBacking::Trapped,
+    );
+    let mut r = Replay {
+        v,
+        ctx: Ctx::default(),
+        trust_trace: false,
+        errors: Vec::new(),
+        touched: BTreeSet::new(),
+    };
+    let w = |r: &mut Replay, off: u32, val: u32| {
+        r.v.write(
+            Space::Mmio,
+            BAR0 + u64::from(off),
+            &val.to_le_bytes(),
+            &mut Effects::new(),
+        );
+    };
+    // Forcewake (non-vGPU-aware guests): each ack mirrors its masked request.
+    for (req, ack) in [(0xa188, 0x13_0044), (0xa278, 0x0d84), (0xa270, 0x0d88)] {
+        w(&mut r, req, 0x0001_0001);
+        assert_eq!(r.mmio_read(ack, 4), 1, "ack {ack:#x}");
+        w(&mut r, req, 0x0001_0000);
+        assert_eq!(r.mmio_read(ack, 4), 0, "ack {ack:#x}");
+    }
+    // GuC status: MIA-in-reset after a GuC reset, cleared by the first read (§3.9).
+    w(&mut r, 0x941c, 0x20);
+    assert_eq!(r.mmio_read(0x941c, 4), 0);
+    assert_eq!(r.mmio_read(0xc000, 4) & 1, 1);
+    assert_eq!(r.mmio_read(0xc000, 4) & 1, 0);
+    // FPGA_DBG bit 31 is write-1-to-clear and reads 0.
+    w(&mut r, 0x4_2300, 0x8000_0000);
+    assert_eq!(r.mmio_read(0x4_2300, 4), 0);
+    // The render timestamp advances (user space reads it with I915_REG_READ).
+    let t0 = r.mmio_read(0x2358, 8);
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    assert!(r.mmio_read(0x2358, 8) > t0);
+}

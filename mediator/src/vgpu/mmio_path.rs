@@ -145,6 +145,9 @@ impl Vgpu {
         if !r.tracked {
             self.state.counters.untracked_reads += 1;
         }
+        if let RegKind::Timestamp { high } = r.kind {
+            return self.timestamp_dword(high);
+        }
         r.value
     }
 
