@@ -2,10 +2,10 @@
 //! vGPU placement, the backend seam, XenStore hotplug and the event loop.
 #![forbid(unsafe_code)]
 
-pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod hotplug;
 pub mod mediated;
 pub mod proto;

@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use xen_backend::ffi::signal::SignalPipe;
 use xen_backend::xenstore::XsClient;
-use xen_backend::RealXen;
-use xengt::backend::{SimBackend, VgpuBackend};
+use xen_backend::{RealXen, SimXen};
 use xengt::config::DaemonConfig;
 use xengt::daemon::Daemon;
 use xengt::hotplug::Hotplug;
@@ -23,7 +22,8 @@ const DEFAULT_SOCKET: &str = "/run/xengt/xengtd.sock";
 enum BackendKind {
     /// Real Xen (ioreq servers through libxendevicemodel).
     Xen,
-    /// Simulated Xen: guests are simulated domains inside the daemon.
+    /// Simulated Xen inside the daemon: the same mediated device path as `xen`; `attach`
+    /// and `create` start simulated HVM domains.
     Sim,
 }
 
@@ -54,8 +54,8 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default).
     Run,
-    /// The end-to-end demo on the embedded defaults.
-    Demo,
+    /// The end-to-end demo on the simulated Xen and the software Gen9 engine.
+    Demo(xengt::demo::DemoArgs),
 }
 
 fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
@@ -73,14 +73,13 @@ fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
     Ok(c.map(Arc::new))
 }
 
-fn make_backend(kind: BackendKind, cfg: &DaemonConfig) -> anyhow::Result<Box<dyn VgpuBackend>> {
+fn make_backend(kind: BackendKind, cfg: &DaemonConfig) -> anyhow::Result<MediatedBackend> {
     match kind {
-        BackendKind::Sim => Ok(Box::new(SimBackend::new())),
+        BackendKind::Sim => Ok(MediatedBackend::with_sim(SimXen::new(), cfg)?),
         BackendKind::Xen => {
             let hv = RealXen::open()
                 .context("opening the Xen libraries (is this a Xen dom0? try --backend sim)")?;
-            let b = MediatedBackend::new("xen", Arc::new(hv), cfg)?;
-            Ok(Box::new(b))
+            Ok(MediatedBackend::new("xen", Arc::new(hv), cfg)?)
         }
     }
 }
@@ -125,9 +124,9 @@ fn main() {
         .init();
     let result = match cli.command {
         None | Some(Command::Run) => run(&cli),
-        Some(Command::Demo) => Err(anyhow::anyhow!(
-            "the demo is not implemented in this build yet"
-        )),
+        Some(Command::Demo(ref a)) => xengt::demo::run(a)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.passed.then_some(()).context("demo failed")),
     };
     if let Err(e) = result {
         eprintln!("xengtd: error: {e:#}");

@@ -465,6 +465,31 @@ impl Hypervisor for RealXen {
         Ok(Box::new(IoreqServer::new(platform, page, buf, nr, mem)))
     }
 
+    fn destroy_ioreq_server(&self, domid: u16, id: u16) -> Result<(), XenBackendError> {
+        let gone = |e: io::Error| {
+            if is_esrch(&e) {
+                XenBackendError::NoSuchDomain(domid)
+            } else {
+                XenBackendError::Op {
+                    op: "destroy_ioreq_server",
+                    domid,
+                    source: e,
+                }
+            }
+        };
+        // Disabling first stops new requests reaching its (unserviced) pages; a failure
+        // here is not fatal, the destroy below is what matters.
+        if let Err(e) = self.dm.set_ioreq_server_state(domid, id, false) {
+            if is_esrch(&e) {
+                return Err(XenBackendError::NoSuchDomain(domid));
+            }
+            tracing::debug!(domid, id, error = %e, "disabling a stale ioreq server failed");
+        }
+        self.dm.destroy_ioreq_server(domid, id).map_err(gone)?;
+        tracing::info!(domid, id, "stale ioreq server destroyed");
+        Ok(())
+    }
+
     fn domain_info(&self, domid: u16) -> Result<DomainInfo, XenBackendError> {
         match self.dm.nr_vcpus(domid) {
             Ok(vcpus) => Ok(DomainInfo { domid, vcpus }),
