@@ -67,6 +67,9 @@ pub struct CreateRequest {
     pub sbdf: u32,
     /// Headless (all pipes fused off) or with display.
     pub headless: bool,
+    /// GGTT PTE window trapped (default) or backed by guest RAM ([`crate::ggtt_ram`]).
+    #[serde(default)]
+    pub ggtt_backing: crate::ggtt_ram::GgttBacking,
 }
 
 impl CreateRequest {
@@ -76,6 +79,7 @@ impl CreateRequest {
             size: SizeRequest::Type(name.to_string()),
             sbdf: DEFAULT_SBDF,
             headless: true,
+            ggtt_backing: crate::ggtt_ram::GgttBacking::Trapped,
         }
     }
 
@@ -89,6 +93,7 @@ impl CreateRequest {
             },
             sbdf: DEFAULT_SBDF,
             headless: true,
+            ggtt_backing: crate::ggtt_ram::GgttBacking::Trapped,
         }
     }
 }
@@ -193,6 +198,7 @@ impl VgpuManager {
         config.device_id = self.host().device_id;
         config.sbdf = request.sbdf;
         config.headless = request.headless;
+        config.ggtt_backing = request.ggtt_backing;
         let vgpu = Vgpu::new(config, self.partitioner.host(), mem);
         tracing::info!(id = id.0, ty = %ty.name, ?allocation, "vGPU created");
         self.vgpus.insert(id, vgpu);

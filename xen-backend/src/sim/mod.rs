@@ -10,6 +10,7 @@
 //! [`SimXen`] implements [`Hypervisor`], so the daemon runs unchanged on it.
 
 mod domain;
+mod memory;
 mod platform;
 pub mod rangeset;
 mod vcpu;
@@ -25,6 +26,7 @@ use mediator::memory::GuestMemory;
 use thiserror::Error;
 
 pub use domain::SimDomainStats;
+pub use memory::SIM_MAX_EXTRA_RAM;
 pub use vcpu::{SimVcpu, VGA_WINDOW};
 
 use crate::abi::{IOREQ_SLOTS, MAX_NR_IOREQ_SERVERS};
@@ -214,6 +216,7 @@ impl SimXen {
         let mut platform = SimPlatform {
             dom: Arc::clone(&dom),
             server: Arc::clone(&server),
+            populated: Vec::new(),
         };
         let op_err = |op, source| XenBackendError::Op { op, domid, source };
         for sbdf in &opts.pci_devices {
@@ -332,9 +335,15 @@ impl SimDomain {
         })
     }
 
-    /// The RAM as "Xen" sees it: unprotected, for test setup and inspection.
+    /// The RAM as "Xen" sees it (RAM at 0 plus populated regions): unprotected, for
+    /// test setup and inspection.
     pub fn ram(&self) -> Arc<dyn GuestMemory> {
-        Arc::clone(&self.dom.ram) as Arc<dyn GuestMemory>
+        Arc::new(memory::DomainRam(Arc::clone(&self.dom)))
+    }
+
+    /// RAM regions populated at run time (`Effect::PopulateRam`), as (first gfn, frames).
+    pub fn extra_ram(&self) -> Vec<(u64, u64)> {
+        self.dom.extra_regions()
     }
 
     /// Whether the domain was destroyed.
