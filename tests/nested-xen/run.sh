@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 [ $# -gt 0 ] || nx_die "usage: run.sh SCENARIO..."
 SCENARIOS=("$@")
-for f in xen vmlinuz dom0.cpio fw; do [ -e "$NX_OUT/$f" ] || nx_die "$NX_OUT/$f missing (run mkroot.sh)"; done
+for f in xen vmlinux dom0.cpio fw; do [ -e "$NX_OUT/$f" ] || nx_die "$NX_OUT/$f missing (run mkroot.sh)"; done
 
 # Measured wall time of each scenario under nested TCG on the 2-core box (README.md), in s.
 budget() {
@@ -36,7 +36,7 @@ LD_LIBRARY_PATH=$(nx_ldpath) timeout --kill-after=10 "$TMO" "$QEMU" -L "$NX_OUT/
     -accel tcg -machine q35 -cpu qemu64,+svm,+npt -smp "${NX_SMP:-1}" -m 3072 \
     -display none -serial stdio -monitor none -no-reboot -net none \
     -kernel "$NX_OUT/xen" -append "$XEN_ARGS" \
-    -initrd "$NX_OUT/vmlinuz $DOM0_ARGS,$NX_OUT/dom0.cpio" </dev/null 2>&1 |
+    -initrd "$NX_OUT/vmlinux $DOM0_ARGS,$NX_OUT/dom0.cpio" </dev/null 2>&1 |
     while IFS= read -r line; do
         line=${line//$'\r'/}
         now=${EPOCHREALTIME/./}; ds=$(( (now - start_us) / 100000 ))

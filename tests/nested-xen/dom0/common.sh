@@ -83,3 +83,5 @@ start_daemon() {
     done
     daemon_alive || fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"
 }
+# dm_logs: the device-model (qemu-xen) and libxl logs, for HVM failures.
+dm_logs() { for f in /var/log/xen/qemu-dm-*.log /var/log/xen/xl-*.log; do [ -s "$f" ] && { say "--- $f"; tail -n 30 "$f"; }; done; }
