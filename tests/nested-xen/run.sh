@@ -10,14 +10,16 @@ set -euo pipefail
 SCENARIOS=("$@")
 for f in xen vmlinux dom0.cpio fw; do [ -e "$NX_OUT/$f" ] || nx_die "$NX_OUT/$f missing (run mkroot.sh)"; done
 
-# Measured wall time of each scenario under nested TCG on the 2-core box (README.md), in s.
+# Measured wall time of each scenario under nested TCG on the 2-core box (README.md), in
+# seconds; vGPU numbers are estimates from the PVH/HVM hello runs until the daemon exists.
 budget() {
     case $1 in
-        xlinfo) echo 5 ;; pvh-hello) echo 60 ;; hvm-hello) echo 150 ;; hotplug) echo 70 ;; pvinfo) echo 20 ;;
-        ggtt) echo 10 ;; fuzz-bars) echo 30 ;; teardown) echo 15 ;; hvm-smoke) echo 200 ;; *) echo 60 ;;
+        xlinfo) echo 2 ;; pvh-hello) echo 47 ;; hvm-hello) echo 110 ;; hotplug) echo 25 ;;
+        pvinfo) echo 45 ;; ggtt) echo 5 ;; fuzz-bars) echo 15 ;; teardown) echo 10 ;;
+        hvm-smoke) echo 130 ;; *) echo 60 ;;
     esac
 }
-total=40   # Xen + dom0 boot + poweroff
+total=25   # QEMU start -> dom0 scenarios, plus poweroff
 for s in "${SCENARIOS[@]}"; do total=$((total + $(budget "$s"))); done
 TMO=${NX_TIMEOUT:-$((total * 3))}
 STEP_TMO=${NX_STEP_TIMEOUT:-400}
