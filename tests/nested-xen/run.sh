@@ -11,7 +11,7 @@ SCENARIOS=("$@")
 for f in xen vmlinux dom0.cpio fw; do [ -e "$NX_OUT/$f" ] || nx_die "$NX_OUT/$f missing (run mkroot.sh)"; done
 
 # Measured wall time of each scenario under nested TCG on the 2-core box (README.md), in
-# seconds; vGPU numbers are estimates from the PVH/HVM hello runs until the daemon exists.
+# seconds (vGPU scenarios: measured with the daemon branch's xengtd, see README.md).
 budget() {
     case $1 in
         xlinfo) echo 2 ;; pvh-hello) echo 60 ;; hvm-hello) echo 110 ;; hotplug) echo 50 ;;
