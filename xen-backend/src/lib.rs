@@ -8,9 +8,12 @@
 //! [`DeviceServer::poll_fd`] and calls [`DeviceServer::service`] with its
 //! `mediator::bus::IoHandler`.
 
+#![deny(unsafe_code)]
+
 pub mod abi;
 pub mod api;
 pub mod dispatch;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod ioreq;
 pub mod mapcache;

@@ -31,6 +31,9 @@ pub struct DeviceHandle {
     pub server_id: u16,
     /// fd to poll for work, if any.
     pub poll_fd: Option<RawFd>,
+    /// Where the device really placed the windows, if it decides itself (the mediator's
+    /// partitioner); the daemon reports this instead of its own admission placement.
+    pub placement: Option<Placement>,
 }
 
 /// The hypervisor side of the daemon.
@@ -43,6 +46,7 @@ pub trait VgpuBackend: Send {
     fn create_device(
         &mut self,
         domid: u16,
+        type_name: Option<&str>,
         placement: &Placement,
     ) -> Result<DeviceHandle, BackendError>;
     /// Tears the device down (idempotent).
@@ -94,7 +98,12 @@ impl VgpuBackend for SimBackend {
         self.domains.contains_key(&domid)
     }
 
-    fn create_device(&mut self, domid: u16, _p: &Placement) -> Result<DeviceHandle, BackendError> {
+    fn create_device(
+        &mut self,
+        domid: u16,
+        _type_name: Option<&str>,
+        _p: &Placement,
+    ) -> Result<DeviceHandle, BackendError> {
         if !self.domains.contains_key(&domid) {
             return Err(BackendError::NoSuchDomain(domid));
         }
@@ -107,6 +116,7 @@ impl VgpuBackend for SimBackend {
         Ok(DeviceHandle {
             server_id,
             poll_fd: None,
+            placement: None,
         })
     }
 

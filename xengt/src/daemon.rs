@@ -360,7 +360,10 @@ impl Daemon {
             .alloc
             .place(domid, req.low_gm_mib, req.high_gm_mib, req.fences)
             .map_err(|e| err(ErrorCode::NoResources, e.to_string()))?;
-        let handle = match self.backend.create_device(domid, &placement) {
+        let handle = match self
+            .backend
+            .create_device(domid, req.type_name.as_deref(), &placement)
+        {
             Ok(h) => h,
             Err(e) => {
                 self.alloc.release(domid);
@@ -372,6 +375,7 @@ impl Daemon {
                 return Err(err(code, e.to_string()));
             }
         };
+        let placement = handle.placement.unwrap_or(placement);
         let rec = record(
             handle.server_id,
             req.type_name.clone(),
@@ -506,7 +510,10 @@ impl Daemon {
             self.unpersist(domid);
             return format!("domain {domid}: vGPU not resumed: {e}");
         }
-        match self.backend.create_device(domid, &p) {
+        match self
+            .backend
+            .create_device(domid, rec.type_name.as_deref(), &p)
+        {
             Ok(h) => {
                 let rec = Record {
                     server_id: h.server_id,

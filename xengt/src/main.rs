@@ -1,6 +1,136 @@
-//! xengtd: the vGPU mediator daemon (placeholder until the daemon lands).
+//! xengtd: the vGPU mediator daemon.
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use xen_backend::ffi::signal::SignalPipe;
+use xen_backend::xenstore::XsClient;
+use xen_backend::RealXen;
+use xengt::backend::{SimBackend, VgpuBackend};
+use xengt::config::DaemonConfig;
+use xengt::daemon::Daemon;
+use xengt::hotplug::Hotplug;
+use xengt::mediated::MediatedBackend;
+use xengt::server::Server;
+
+/// Default control socket.
+const DEFAULT_SOCKET: &str = "/run/xengt/xengtd.sock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// Real Xen (ioreq servers through libxendevicemodel).
+    Xen,
+    /// Simulated Xen: guests are simulated domains inside the daemon.
+    Sim,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "xengtd", version, about = "XenGT-style vGPU mediator daemon")]
+struct Cli {
+    /// Hypervisor backend.
+    #[arg(long, value_enum, default_value = "xen")]
+    backend: BackendKind,
+    /// Control socket (created mode 0600).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+    /// Daemon configuration (JSON); built-in defaults if omitted.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax, e.g. `info,xengt=debug`).
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// XenStore: `auto` (required with xen; with sim only if XENSTORED_PATH is set),
+    /// `none`, or a socket/device path.
+    #[arg(long, default_value = "auto")]
+    xenstore: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// The end-to-end demo on the simulated Xen and the software Gen9 engine.
+    Demo(xengt::demo::DemoArgs),
+}
+
+fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
+    let c = match (cli.xenstore.as_str(), cli.backend) {
+        ("none", _) => None,
+        ("auto", BackendKind::Sim) if std::env::var_os("XENSTORED_PATH").is_none() => None,
+        ("auto", _) => Some(XsClient::connect().context(
+            "connecting to xenstored (use --xenstore PATH, or --xenstore none with --backend sim)",
+        )?),
+        (path, _) => Some(
+            XsClient::connect_path(path)
+                .with_context(|| format!("connecting to xenstored at {path}"))?,
+        ),
+    };
+    Ok(c.map(Arc::new))
+}
+
+fn make_backend(kind: BackendKind, cfg: &DaemonConfig) -> anyhow::Result<Box<dyn VgpuBackend>> {
+    match kind {
+        BackendKind::Sim => Ok(Box::new(SimBackend::new())),
+        BackendKind::Xen => {
+            let hv = RealXen::open()
+                .context("opening the Xen libraries (is this a Xen dom0? try --backend sim)")?;
+            let b = MediatedBackend::new("xen", Arc::new(hv), cfg)?;
+            Ok(Box::new(b))
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let cfg = match &cli.config {
+        Some(p) => DaemonConfig::load(p)?,
+        None => DaemonConfig::default(),
+    };
+    let backend = make_backend(cli.backend, &cfg)?;
+    let xs = connect_xenstore(cli)?;
+    let signals = SignalPipe::install().context("installing SIGTERM/SIGINT handlers")?;
+    let mut daemon = Daemon::new(cfg, backend, xs.clone());
+    for line in daemon.resume() {
+        eprintln!("xengtd: {line}");
+    }
+    let hotplug = match &xs {
+        Some(xs) => {
+            let mut hp = Hotplug::start(&mut daemon, xs).context("registering XenStore watches")?;
+            hp.rescan(&mut daemon, xs);
+            Some(hp)
+        }
+        None => {
+            tracing::info!("no XenStore: hotplug disabled, control socket only");
+            None
+        }
+    };
+    let server = Server::new(daemon, hotplug, xs, &cli.control_socket, signals)?;
+    server.run()?;
+    Ok(())
+}
+
 fn main() {
-    println!("xengtd: workspace skeleton; the daemon and demo land in later commits");
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("xengtd: bad --log filter {:?}: {e}; using info", cli.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        None | Some(Command::Run) => run(&cli),
+        Some(Command::Demo(ref a)) => xengt::demo::run(a)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.passed.then_some(()).context("demo failed")),
+    };
+    if let Err(e) = result {
+        eprintln!("xengtd: error: {e:#}");
+        std::process::exit(1);
+    }
 }

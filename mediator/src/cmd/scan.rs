@@ -4,7 +4,8 @@
 //!
 //! Guest memory is read exactly once per buffer (copy, then validate the copy), so a guest
 //! that rewrites a batch after the scan changes nothing. Every structural limit is
-//! enforced: batch nesting (two levels, §6.3), chain length and chain loops, total copied
+//! enforced: batch nesting (two levels, §6.3), chain length (a chain loop runs from the
+//! copies and ends in the engine's hang detection), total copied
 //! size, commands truncated by the end of the buffer, ring commands running past the tail.
 
 use std::collections::{HashMap, HashSet};
@@ -68,7 +69,8 @@ pub enum RejectReason {
     IndexOutOfRange,
     /// A second-level batch started from the ring or from a second-level batch.
     NestingTooDeep,
-    /// A chain of batches that returns to a batch already in the chain.
+    /// A chain into a batch whose copy is still being made (a loop through a call
+    /// that has not finished); loops back to finished copies are accepted.
     ChainLoop,
     /// Too many chain hops.
     TooManyChains,
@@ -391,11 +393,13 @@ impl ScanState<'_> {
         let mut path = Vec::new();
         let mut hops = 0u32;
         let res = loop {
-            if self.in_progress.contains(&key) {
-                break Err(reject(RejectReason::ChainLoop, BufferId::Batch(key), 0, 0));
-            }
+            // A chain back to a batch already copied (a loop, e.g. i915's self-jumping
+            // hang batch) runs from that copy; the engine's hang detection ends it.
             if self.done.contains_key(&key) {
                 break Ok(());
+            }
+            if self.in_progress.contains(&key) {
+                break Err(reject(RejectReason::ChainLoop, BufferId::Batch(key), 0, 0));
             }
             if hops > self.scanner.limits.max_chain {
                 break Err(reject(
@@ -440,7 +444,7 @@ impl ScanState<'_> {
         let mut calls = Vec::new();
         let mut i = 0usize;
         let next = loop {
-            if !self.fill(&mut src, i + 1, buf)? {
+            if src.dwords.len() <= i && !self.fill(&mut src, i + 1, buf)? {
                 let reason = if i == 0 {
                     RejectReason::Unmapped
                 } else {
@@ -452,7 +456,7 @@ impl ScanState<'_> {
             let cmd: Cmd = decode(self.req.engine, h)
                 .map_err(|_| reject(RejectReason::UnknownCommand, buf, i, h))?;
             let end = i.saturating_add(cmd.len as usize);
-            if !self.fill(&mut src, end, buf)? {
+            if src.dwords.len() < end && !self.fill(&mut src, end, buf)? {
                 return Err(reject(RejectReason::Truncated, buf, i, h));
             }
             let ctx = self.ctx(key.level, key.ppgtt);
@@ -505,7 +509,11 @@ struct BatchSource {
     space: GmSpace,
     dwords: Vec<u32>,
     ended: bool,
+    scratch: Vec<u8>,
 }
+
+/// Bytes a batch source reads ahead per refill (whole pages).
+const READ_AHEAD: usize = 64 << 10;
 
 impl BatchSource {
     fn new(base: u64, space: GmSpace) -> Self {
@@ -514,30 +522,44 @@ impl BatchSource {
             space,
             dwords: Vec::new(),
             ended: false,
+            scratch: Vec::new(),
         }
     }
 
-    /// Appends the rest of the current page (or marks the source ended).
+    /// Appends up to [`READ_AHEAD`] bytes, page by page, stopping at the first page that
+    /// does not translate or read (which ends the source).
     fn read_page(&mut self, st: &ScanState<'_>) {
         let off = (self.dwords.len() as u64).saturating_mul(4);
-        let Some(gma) = self.base.checked_add(off) else {
+        let Some(mut gma) = self.base.checked_add(off) else {
             self.ended = true;
             return;
         };
-        let n = (PAGE_SIZE - gma % PAGE_SIZE) as usize;
-        let mut page = [0u8; PAGE_SIZE as usize];
-        let Some(chunk) = page.get_mut(..n) else {
-            self.ended = true;
-            return;
-        };
-        if !st.read(self.space, gma, chunk) {
-            self.ended = true;
-            return;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        while buf.len() < READ_AHEAD {
+            let n = (PAGE_SIZE - gma % PAGE_SIZE) as usize;
+            let at = buf.len();
+            buf.resize(at + n, 0);
+            let ok = buf
+                .get_mut(at..)
+                .is_some_and(|c| st.read(self.space, gma, c));
+            if !ok {
+                buf.truncate(at);
+                self.ended = true;
+                break;
+            }
+            match gma.checked_add(n as u64) {
+                Some(g) => gma = g,
+                None => {
+                    self.ended = true;
+                    break;
+                }
+            }
         }
         self.dwords.extend(
-            chunk
-                .chunks_exact(4)
+            buf.chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         );
+        self.scratch = buf;
     }
 }

@@ -433,3 +433,64 @@ fn engine_time_is_deterministic_and_timestamps_advance() {
     assert!(ts2 > ts1, "{ts2} > {ts1}");
     assert_eq!(r.gpu.busy_ns(EngineId::Rcs), t1 + t2);
 }
+
+/// A blit of `side`×`side` pixels into the rig's low window.
+fn fill_blit(r: &Rig, side: u32) -> Vec<u32> {
+    let dst = r.res.low.start + 0x10_0000;
+    vec![
+        0x5430_0005,
+        (3 << 24) | (0xF0 << 16) | 4096,
+        0,
+        (side << 16) | side,
+        dst as u32,
+        0,
+        0x1234_5678,
+        0,
+    ]
+}
+
+#[test]
+fn scheduler_shares_hold_with_modelled_engine_costs() {
+    use crate::clock::{Clock, FakeClock};
+    use crate::sched::{SchedConfig, Scheduler};
+    use std::time::Duration;
+
+    let cfg = SwConfig {
+        cost: CostModel {
+            per_pixel_ns: 250,
+            ..CostModel::default()
+        },
+        ..SwConfig::default()
+    };
+    let mut a = Rig::with_owner(SwGpu::new(cfg.clone()), 1);
+    let gpu = std::mem::replace(&mut a.gpu, SwGpu::new(cfg));
+    let mut b = Rig::with_owner(gpu, 2);
+    let clock = FakeClock::new();
+    let mut s = Scheduler::new(clock.clone(), SchedConfig::default());
+    s.add_vgpu(1, 2).unwrap();
+    s.add_vgpu(2, 8).unwrap();
+    s.set_busy(1, true).unwrap();
+    s.set_busy(2, true).unwrap();
+    let (blit_a, blit_b) = (fill_blit(&a, 64), fill_blit(&b, 32));
+    while clock.now() < Duration::from_secs(1) {
+        let id = s.pick().unwrap();
+        let ev = if id == 1 {
+            std::mem::swap(&mut a.gpu, &mut b.gpu);
+            let ev = a.run(EngineId::Bcs, &blit_a, 1);
+            std::mem::swap(&mut a.gpu, &mut b.gpu);
+            ev
+        } else {
+            b.run(EngineId::Bcs, &blit_b, 2)
+        };
+        let t = complete(&ev).1;
+        clock.advance_ns(t);
+        s.charge(id, t);
+    }
+    let ua = s.stats(1).unwrap().used.as_secs_f64();
+    let ub = s.stats(2).unwrap().used.as_secs_f64();
+    assert!((ua / ub - 0.25).abs() <= 0.0125, "ratio {}", ua / ub);
+    assert_eq!(
+        b.gpu.busy_ns(EngineId::Bcs),
+        s.stats(1).unwrap().used.as_nanos() as u64 + s.stats(2).unwrap().used.as_nanos() as u64
+    );
+}

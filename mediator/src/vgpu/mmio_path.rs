@@ -7,7 +7,7 @@ use crate::ggtt::{GgttDrop, GgttWrite};
 use crate::irq;
 use crate::memory::PAGE_SIZE;
 use crate::mmio::gt::{FENCE_BASE, GDRST_FULL, GDRST_GUC, GUC_STATUS};
-use crate::mmio::Engine;
+use crate::mmio::EngineId;
 use crate::pvinfo::{self, PvinfoWrite};
 use crate::regs::RegKind;
 
@@ -142,6 +142,9 @@ impl Vgpu {
             self.state.counters.pvinfo_reads += 1;
             return self.state.regs.get(dw);
         }
+        if crate::display::Display::handles(dw) {
+            return self.display_read(dw);
+        }
         if !self.fence_usable(dw) {
             self.state.counters.fence_out_of_range += 1;
             return 0;
@@ -180,6 +183,10 @@ impl Vgpu {
                 (self.state.regs.get(dw) & !m) | (value & m)
             };
             self.pvinfo_write(dw, merged, be);
+            return;
+        }
+        if crate::display::Display::handles(dw) {
+            self.display_write(dw, value, be, fx);
             return;
         }
         if !self.fence_usable(dw) {
@@ -251,7 +258,7 @@ impl Vgpu {
     }
 
     /// ELSP four-write protocol (§5.3): write k goes to slot 3 − k.
-    fn elsp_write(&mut self, e: Engine, value: u32) {
+    fn elsp_write(&mut self, e: EngineId, value: u32) {
         let latch = &mut self.state.elsp[engine_index(e)];
         let slot = 3 - usize::from(latch.index & 3);
         latch.slots[slot] = value;
@@ -281,7 +288,7 @@ impl Vgpu {
             self.state.regs.reset(&self.table, 0..irq::MASTER_IRQ);
         }
         let mut engines = [false; 4];
-        for e in Engine::ALL {
+        for e in EngineId::ALL {
             if full || value & e.gdrst_bit() != 0 {
                 let i = engine_index(e);
                 engines[i] = true;

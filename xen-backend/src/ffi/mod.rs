@@ -5,6 +5,7 @@
 pub mod dl;
 pub mod eventfd;
 pub mod page;
+pub mod signal;
 pub mod xen;
 
 use thiserror::Error;

@@ -155,10 +155,17 @@ fn watches_fire_on_register_change_and_descendants() {
     let first = events_for(&c, "hp", 1);
     assert_eq!(first[0].path, "/backend/vgt");
     c.write("/backend/vgt/5/0/state", b"1").unwrap();
-    let evs = events_for(&c, "hp", 1);
-    assert!(
-        evs.iter().any(|e| e.path == "/backend/vgt/5/0/state"),
-        "{evs:?}"
+    // Creates /backend/vgt, …/5, …/5/0 and …/state: four events, in order.
+    let evs = events_for(&c, "hp", 4);
+    let paths: Vec<&str> = evs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/backend/vgt",
+            "/backend/vgt/5",
+            "/backend/vgt/5/0",
+            "/backend/vgt/5/0/state"
+        ]
     );
     // Unrelated path: nothing.
     c.write("/elsewhere", b"1").unwrap();

@@ -1,0 +1,95 @@
+//! `create` on real Xen: `xl create -p`, the XenStore backend entries, wait for Connected,
+//! `xl unpause`; any failure destroys the half-made domain.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use xen_backend::xenstore::{XenbusState, XsClient, XsOps};
+use xengt::hotplug::device_path;
+use xengt::xlcfg::GuestConfig;
+
+fn xl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("xl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run xl: {e} (is xen-utils installed?)"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "xl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Creates the domain paused, hands the vGPU to xengtd through XenStore, unpauses.
+pub fn create(cfg_path: &Path, guest: &GuestConfig, timeout: Duration) -> Result<u16, String> {
+    let Some(req) = &guest.vgpu else {
+        return Err(format!("{}: no vgt = 1 in the config", cfg_path.display()));
+    };
+    let path = cfg_path.to_str().ok_or("config path is not UTF-8")?;
+    xl(&["create", "-p", path])?;
+    let name = guest.name.as_str();
+    let result = (|| {
+        let domid: u16 = xl(&["domid", name])?
+            .parse()
+            .map_err(|_| format!("xl domid {name} did not print a domain id"))?;
+        let xs = XsClient::connect().map_err(|e| e.to_string())?;
+        let dir = device_path(domid);
+        xs.watch(&dir, "xengt-ctl").map_err(|e| e.to_string())?;
+        xs.transaction(|tx| {
+            let w = |k: &str, v: String| tx.write(&format!("{dir}/{k}"), v.as_bytes());
+            w("frontend-id", domid.to_string())?;
+            w("frontend", format!("/local/domain/{domid}"))?;
+            w("online", "1".into())?;
+            match &req.type_name {
+                Some(t) => w("type", t.clone())?,
+                None => {
+                    w("low_gm_sz", req.low_gm_mib.to_string())?;
+                    w("high_gm_sz", req.high_gm_mib.to_string())?;
+                    w("fence_sz", req.fences.to_string())?;
+                }
+            }
+            if let Some(p) = req.primary {
+                w("primary", u8::from(p).to_string())?;
+            }
+            w("state", XenbusState::Initialising.as_u8().to_string())
+        })
+        .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = xs
+                .read_opt(&format!("{dir}/state"))
+                .map_err(|e| e.to_string())?;
+            match state.as_deref().and_then(XenbusState::parse) {
+                Some(XenbusState::Connected) => break,
+                Some(XenbusState::Closed) => {
+                    let why = xs.read_opt(&format!("{dir}/hotplug-error")).ok().flatten();
+                    return Err(format!(
+                        "xengtd refused the vGPU: {}",
+                        why.unwrap_or_else(|| "no reason given".into())
+                    ));
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "xengtd did not connect the vGPU within {}s (is xengtd running with XenStore?)",
+                    timeout.as_secs()
+                ));
+            }
+            xs.wait_watch_events(left.min(Duration::from_millis(500)))
+                .map_err(|e| e.to_string())?;
+        }
+        xl(&["unpause", name])?;
+        Ok(domid)
+    })();
+    if result.is_err() {
+        let _ = xl(&["destroy", name]);
+    }
+    result
+}
