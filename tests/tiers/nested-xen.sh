@@ -24,7 +24,7 @@ phase "fetch Debian packages"
 "$NX/fetch.sh"
 phase "build dom0 and guest initramfs"
 scen="xlinfo pvh-hello hotplug pvinfo ggtt fuzz-bars teardown"
-if [ "${XENGT_NESTED_HVM:-0}" = 1 ]; then scen="$scen hvm-smoke"; export NX_WITH_HVM=1; fi
+if [ "${XENGT_NESTED_HVM:-0}" = 1 ]; then scen="$scen hvm-hello hvm-smoke"; export NX_WITH_HVM=1; fi
 scen=${XENGT_NESTED_SCENARIOS:-$scen}
 "$NX/mkroot.sh"
 phase "boot nested Xen: $scen"

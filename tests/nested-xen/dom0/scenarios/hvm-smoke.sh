@@ -5,7 +5,7 @@
 . /scenarios/common.sh
 start_daemon
 N=vgpuhvm
-xengt-ctl create /guest/hvm.cfg >/tmp/create-hvm.out 2>&1 || { cat /tmp/create-hvm.out; fail "xengt-ctl create hvm.cfg failed: $(tail -n1 /tmp/create-hvm.out)"; }
+xengt-ctl create /guest/hvm.cfg >/tmp/create-hvm.out 2>&1 || { cat /tmp/create-hvm.out; dm_logs; fail "xengt-ctl create hvm.cfg failed: $(tail -n1 /tmp/create-hvm.out)"; }
 D=$(xl domid $N 2>/dev/null) || fail "no domain $N after xengt-ctl create"
 say "HVM domain $D created"
 wait_console $N '^GUEST-HVM-DONE' 500 || { show_console $N 60; xl destroy "$D"; fail "no GUEST-HVM-DONE from the HVM guest"; }
