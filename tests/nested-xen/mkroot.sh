@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the guest initramfs and the dom0 initramfs (busybox + Xen tools + xengtd/xengt-ctl +
 # ldd-collected libraries + /guest payload) into $NX_OUT. Needs fetch.sh to have run.
-# Env: NX_WITH_HVM=1 also packs qemu-xen, hvmloader and SeaBIOS (for hvm-smoke).
+# Env: NX_WITH_HVM=1 also packs qemu-xen, hvmloader and SeaBIOS (for hvm-smoke);
+#      NX_WITH_I915=1 (with NX_WITH_HVM=1) adds the i915 guest (i915.cpio).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -58,6 +59,37 @@ for t in read write ls exists; do ln -sf xenstore "$G/usr/bin/xenstore-$t"; done
 cp "$NX_DIR/guest/init" "$G/init"; chmod +x "$G/init"
 [ ! -e "$NX_DIR/guest/vgpu.sh" ] || cp "$NX_DIR/guest/vgpu.sh" "$G/vgpu.sh"
 pack "$G" "$NX_OUT/guest.cpio"
+
+# ---------------------------------------------------------------- i915 guest initramfs
+# Debian's own i915.ko and its dependencies from the same linux-image package (as-is:
+# stripping would drop the signature), in dependency order (from each module's
+# .modinfo "depends=", resolved here since the host may lack modinfo), plus i915-store
+# (static, built here with gcc).
+KMOD="$NX_ROOT/lib/modules/$KV/kernel"
+mod_path() { find "$KMOD" -name "$1.ko" -o -name "$(echo "$1" | tr _ -).ko" | head -n1; }
+mod_deps() { grep -a -o 'depends=[a-z0-9_,-]*' "$1" | head -n1 | sed 's/^depends=//' | tr ',' ' '; }
+MOD_ORDER=()
+mod_add() { # depth-first: dependencies before the module
+    local m=$1 f d
+    case " ${MOD_ORDER[*]} " in *" $m "*) return 0 ;; esac
+    f=$(mod_path "$m"); [ -n "$f" ] || nx_die "module $m not in $KMOD"
+    for d in $(mod_deps "$f"); do mod_add "$d"; done
+    MOD_ORDER+=("$m")
+}
+build_i915_guest() {
+    local I="$NX_OUT/i915root" m
+    rm -rf "$I"; busybox_root "$I"
+    mkdir -p "$I/lib/modules" "$I/sys/kernel/debug"
+    MOD_ORDER=(); mod_add i915
+    for m in "${MOD_ORDER[@]}"; do
+        [ "$m" = i915 ] && { cp "$(mod_path i915)" "$I/lib/modules/i915.ko"; continue; }
+        cp "$(mod_path "$m")" "$I/lib/modules/$m.ko"; echo "$m" >>"$I/lib/modules/order"
+    done
+    gcc -static -O2 -Wall -o "$I/i915-store" "$NX_DIR/guest/i915/i915-store.c" || nx_die "cannot build i915-store (gcc, static libc)"
+    cp "$NX_DIR/guest/i915/init" "$I/init"; chmod +x "$I/init"
+    pack "$I" "$NX_OUT/i915.cpio"
+    nx_log "i915 guest: modules ${MOD_ORDER[*]}; i915.cpio $(du -h "$NX_OUT/i915.cpio" | cut -f1)"
+}
 
 # ---------------------------------------------------------------- dom0 initramfs
 R="$NX_OUT/dom0root"
@@ -117,6 +149,11 @@ if [ "${NX_WITH_HVM:-0}" = 1 ]; then
     for f in vgabios-stdvga.bin vgabios-cirrus.bin; do put "$R" "/usr/share/seabios/$f"; ln -sf "../seabios/$f" "$R/usr/share/qemu/$f"; done
     mkdir -p "$R/usr/share/qemu/keymaps"; cp -L "$NX_ROOT"/usr/share/qemu/keymaps/en-us "$R/usr/share/qemu/keymaps/"   # -vnc none still loads it
     put "$R" /usr/lib/ipxe/qemu/efi-e1000.rom; ln -sf ../../lib/ipxe/qemu/efi-e1000.rom "$R/usr/share/qemu/efi-e1000.rom"
+fi
+if [ "${NX_WITH_I915:-0}" = 1 ]; then
+    [ "${NX_WITH_HVM:-0}" = 1 ] || nx_die "NX_WITH_I915=1 needs NX_WITH_HVM=1 (qemu-xen)"
+    build_i915_guest
+    cp "$NX_OUT/i915.cpio" "$R/guest/i915.cpio"
 fi
 pack "$R" "$NX_OUT/dom0.cpio"
 

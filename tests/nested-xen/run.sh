@@ -16,7 +16,7 @@ budget() {
     case $1 in
         xlinfo) echo 2 ;; pvh-hello) echo 60 ;; hvm-hello) echo 110 ;; hotplug) echo 50 ;;
         pvinfo) echo 55 ;; ggtt) echo 8 ;; fuzz-bars) echo 15 ;; teardown) echo 14 ;;
-        hvm-smoke) echo 130 ;; *) echo 60 ;;
+        hvm-smoke) echo 130 ;; i915) echo 420 ;; *) echo 60 ;;
     esac
 }
 total=25   # QEMU start -> dom0 scenarios, plus poweroff
@@ -24,7 +24,7 @@ for s in "${SCENARIOS[@]}"; do total=$((total + $(budget "$s"))); done
 TMO=${NX_TIMEOUT:-$((total * 3))}
 
 QEMU="$NX_ROOT/usr/bin/qemu-system-x86_64"
-LOG="$NX_OUT/serial.log"
+LOG="${NX_LOG:-$NX_OUT/serial.log}"
 # dom0 gets "name:timeout+..." ('+' because a comma would split QEMU's module list); each
 # scenario may take 3x its budget (at least 60 s).
 list=

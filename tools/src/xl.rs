@@ -53,6 +53,10 @@ pub fn create(cfg_path: &Path, guest: &GuestConfig, timeout: Duration) -> Result
                     w("fence_sz", req.fences.to_string())?;
                 }
             }
+            w(
+                "ggtt-backing",
+                xengt::xlcfg::ggtt_backing_name(req.ggtt_backing).into(),
+            )?;
             if let Some(p) = req.primary {
                 w("primary", u8::from(p).to_string())?;
             }

@@ -79,6 +79,7 @@ impl Vgpu {
                 Origin::Resumed => "resumed",
             }
             .to_string(),
+            ggtt_backing: crate::xlcfg::ggtt_backing_name(self.rec.ggtt_backing).to_string(),
             plane: None,
             plane_error: None,
             counters: None,
@@ -212,6 +213,7 @@ impl Daemon {
             fences: t.fences,
             primary: None,
             monitor_config_file: None,
+            ggtt_backing: Default::default(),
         })
     }
 
@@ -294,13 +296,14 @@ impl Daemon {
             .backend
             .create_device(domid, req, None)
             .map_err(backend_err)?;
-        let rec = Record::new(
+        let mut rec = Record::new(
             handle.server_id,
             req.type_name.clone(),
             &handle.placement,
             origin,
             self.backend.owns_domain(domid),
         );
+        rec.ggtt_backing = req.ggtt_backing;
         self.persist(domid, &rec);
         let v = Vgpu {
             rec,

@@ -1,6 +1,6 @@
 //! XenStore hotplug: the toolstack (`xengt-ctl create`, or any script) writes
 //! `/local/domain/0/backend/vgt/<domid>/0/{frontend-id, type | low_gm_sz + high_gm_sz +
-//! fence_sz, primary, online, state=1}`; the daemon validates it, writes `state=2`
+//! fence_sz, primary, ggtt-backing, online, state=1}`; the daemon validates it, writes `state=2`
 //! (InitWait), waits for the guest domain `/local/domain/<domid>` to exist (up to
 //! `limits.connect_timeout_secs`), creates the vGPU + ioreq server, writes back what it
 //! chose and `state=4` (Connected). `state=5` (Closing) or `online=0` from the toolstack,
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use xen_backend::xenstore::{WatchEvent, XenbusState, XsClient, XsError, XsOps};
 
 use crate::daemon::{valid_guest_domid, Daemon, Origin};
-use crate::xlcfg::VgpuRequest;
+use crate::xlcfg::{parse_ggtt_backing, GgttBacking, VgpuRequest};
 
 /// Backend root watched by the daemon.
 pub const BACKEND_ROOT: &str = "/local/domain/0/backend/vgt";
@@ -304,6 +304,7 @@ fn parse_request(daemon: &Daemon, xs: &XsClient, domid: u16) -> Result<VgpuReque
                 fences,
                 primary: None,
                 monitor_config_file: None,
+                ggtt_backing: Default::default(),
             }
         }
     };
@@ -312,6 +313,14 @@ fn parse_request(daemon: &Daemon, xs: &XsClient, domid: u16) -> Result<VgpuReque
         Some(0) => Some(false),
         Some(1) => Some(true),
         Some(v) => return Err(format!("primary = {v}: allowed 0 or 1")),
+    };
+    req.ggtt_backing = match xs
+        .read_opt(&format!("{dir}/ggtt-backing"))
+        .map_err(|e| format!("cannot read ggtt-backing: {e}"))?
+    {
+        None => GgttBacking::Trapped,
+        Some(s) => parse_ggtt_backing(&s)
+            .ok_or_else(|| format!("ggtt-backing = {s:?}: allowed ram or trapped"))?,
     };
     daemon.check_request(&req).map_err(|e| e.message)?;
     Ok(req)

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod hotplug;
 pub mod mediated;
+pub mod mmio_trace;
 pub mod proto;
 pub mod server;
 pub mod sim_runtime;

@@ -47,6 +47,13 @@ struct Cli {
     /// `none`, or a socket/device path.
     #[arg(long, default_value = "auto")]
     xenstore: String,
+    /// Write every guest MMIO/config access to FILE in the replay-fixture format
+    /// (`mediator/tests/fixtures/*.trace`), for capturing a real driver's probe.
+    #[arg(long, value_name = "FILE")]
+    mmio_trace: Option<PathBuf>,
+    /// Most access lines `--mmio-trace` writes (the guest decides how many it makes).
+    #[arg(long, default_value_t = 200_000)]
+    mmio_trace_max: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -90,7 +97,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(p) => DaemonConfig::load(p)?,
         None => DaemonConfig::default(),
     };
-    let backend = make_backend(cli.backend, &cfg)?;
+    let mut backend = make_backend(cli.backend, &cfg)?;
+    if let Some(path) = &cli.mmio_trace {
+        let f = std::fs::File::create(path)
+            .with_context(|| format!("creating the MMIO trace {}", path.display()))?;
+        let out = Box::new(std::io::BufWriter::new(f));
+        backend.set_mmio_trace(xengt::mmio_trace::MmioTrace::new(out, cli.mmio_trace_max));
+    }
     let xs = connect_xenstore(cli)?;
     let signals = SignalPipe::install().context("installing SIGTERM/SIGINT handlers")?;
     let mut daemon = Daemon::new(cfg, backend, xs.clone());

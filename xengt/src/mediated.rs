@@ -21,6 +21,7 @@ use mediator::display::DisplayCaps;
 use mediator::gvt::{Gvt, GvtError, TypeCaps};
 use mediator::manager::{CreateRequest, ManagerError, VgpuId};
 use mediator::partition::{Allocation, MIB};
+use mediator::pci::BarId;
 use mediator::sw::{SwConfig, SwGpu};
 use mediator::vgpu::DEFAULT_SBDF;
 use xen_backend::abi::Sbdf;
@@ -32,6 +33,7 @@ pub use view::{DeviceView, Screenshot};
 
 use crate::backend::{BackendError, DeviceHandle, Placement};
 use crate::config::DaemonConfig;
+use crate::mmio_trace::{MmioTrace, TracingIo};
 use crate::xlcfg::VgpuRequest;
 
 /// RAM of a simulated domain when the guest config gives none.
@@ -53,6 +55,7 @@ pub struct MediatedBackend {
     sim_started: BTreeSet<u16>,
     gvt: Gvt,
     devices: BTreeMap<u16, Device>,
+    trace: Option<MmioTrace>,
 }
 
 impl std::fmt::Debug for MediatedBackend {
@@ -98,6 +101,7 @@ pub fn create_request(req: &VgpuRequest) -> CreateRequest {
         None => CreateRequest::custom(req.low_gm_mib, req.high_gm_mib, req.fences),
     };
     let name = req.type_name.as_deref().unwrap_or("custom");
+    r.ggtt_backing = req.ggtt_backing;
     r.headless = !DisplayCaps::for_type(name, req.low_gm_mib.saturating_mul(MIB)).has_display;
     r
 }
@@ -146,6 +150,7 @@ impl MediatedBackend {
             sim_started: BTreeSet::new(),
             gvt,
             devices: BTreeMap::new(),
+            trace: None,
         })
     }
 
@@ -258,13 +263,34 @@ impl MediatedBackend {
         let Some(dev) = self.devices.get_mut(&domid) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
+        let bar0 = self
+            .gvt
+            .vgpu(dev.id)
+            .and_then(|v| v.pci().bar_range(BarId::Bar0))
+            .map(|r| r.base());
         let Some(mut io) = self.gvt.io(dev.id) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
-        dev.server
-            .service(&mut io)
-            .map(drop)
-            .map_err(|e| map_err(e, domid))
+        let r = match self.trace.as_mut() {
+            Some(trace) => {
+                let mut tio = TracingIo {
+                    inner: &mut io,
+                    trace,
+                    bar0,
+                };
+                let r = dev.server.service(&mut tio);
+                trace.flush();
+                r
+            }
+            None => dev.server.service(&mut io),
+        };
+        r.map(drop).map_err(|e| map_err(e, domid))
+    }
+
+    /// Records every guest access dispatched from now on into `trace`
+    /// (`xengtd --mmio-trace`).
+    pub fn set_mmio_trace(&mut self, trace: MmioTrace) {
+        self.trace = Some(trace);
     }
 
     /// Simulation only: starts a domain (with id `domid`, or the lowest free one).

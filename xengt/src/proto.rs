@@ -319,6 +319,9 @@ pub struct VgpuInfo {
     pub bar2: u64,
     /// How it was created: `control`, `xenstore` or `resumed`.
     pub origin: String,
+    /// GGTT PTE window backing: `trapped` or `ram`.
+    #[serde(default)]
+    pub ggtt_backing: String,
     /// The primary plane (`info` only; absent when there is none, see `plane_error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plane: Option<PlaneView>,

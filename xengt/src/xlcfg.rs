@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DaemonConfig;
+pub use mediator::ggtt_ram::GgttBacking;
 pub use syntax::{parse as parse_settings, parse_int, Setting, SyntaxError, Value};
 
 /// Errors reading a guest configuration.
@@ -78,6 +79,11 @@ pub struct VgpuRequest {
     pub primary: Option<bool>,
     /// `vgt_monitor_config_file`.
     pub monitor_config_file: Option<String>,
+    /// How the GGTT PTE window reaches the vGPU: RAM for HVM guests (the real i915
+    /// rewrites the whole GGTT, which trapped would take an hour under nested TCG),
+    /// trapped otherwise. XenStore key `ggtt-backing` (`ram` | `trapped`).
+    #[serde(default)]
+    pub ggtt_backing: GgttBacking,
 }
 
 /// The parts of an xl config the daemon cares about.
@@ -178,9 +184,16 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
                 "a vGPU needs type = \"hvm\" or \"pvh\" (PV guests have no ioreq servers)",
             );
         }
-        Some(vgpu_request(&cx, cfg)?)
+        let mut req = vgpu_request(&cx, cfg)?;
+        req.ggtt_backing = ggtt_backing(&cx, guest_type)?;
+        Some(req)
     } else {
-        for k in ["vgt_low_gm_sz", "vgt_high_gm_sz", "vgt_fence_sz"] {
+        for k in [
+            "vgt_low_gm_sz",
+            "vgt_high_gm_sz",
+            "vgt_fence_sz",
+            "vgt_ggtt_backing",
+        ] {
             if cx.map.contains_key(k) {
                 return cx.invalid(k, "set without vgt = 1");
             }
@@ -211,6 +224,39 @@ fn guest_type(cx: &Ctx<'_>) -> Result<GuestType, XlCfgError> {
         "pvh" => Ok(GuestType::Pvh),
         "pv" => Ok(GuestType::Pv),
         o => cx.invalid("type", format!("{o:?}: allowed \"hvm\", \"pvh\", \"pv\"")),
+    }
+}
+
+/// `vgt_ggtt_backing = "ram" | "trapped"`; by default RAM for HVM guests (which run the
+/// real i915) and trapped for PVH.
+fn ggtt_backing(cx: &Ctx<'_>, guest_type: GuestType) -> Result<GgttBacking, XlCfgError> {
+    match cx.string("vgt_ggtt_backing")?.as_deref() {
+        None if guest_type == GuestType::Hvm => Ok(GgttBacking::Ram),
+        None => Ok(GgttBacking::Trapped),
+        Some(s) => match parse_ggtt_backing(s) {
+            Some(b) => Ok(b),
+            None => cx.invalid(
+                "vgt_ggtt_backing",
+                format!("{s:?}: allowed \"ram\", \"trapped\""),
+            ),
+        },
+    }
+}
+
+/// The XenStore/xl spelling of a [`GgttBacking`].
+pub fn ggtt_backing_name(b: GgttBacking) -> &'static str {
+    match b {
+        GgttBacking::Trapped => "trapped",
+        GgttBacking::Ram => "ram",
+    }
+}
+
+/// Parses `ram` / `trapped` (surrounding whitespace allowed).
+pub fn parse_ggtt_backing(s: &str) -> Option<GgttBacking> {
+    match s.trim() {
+        "ram" => Some(GgttBacking::Ram),
+        "trapped" => Some(GgttBacking::Trapped),
+        _ => None,
     }
 }
 
@@ -256,6 +302,7 @@ fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgEr
             fences: t.fences,
             primary,
             monitor_config_file,
+            ggtt_backing: GgttBacking::Trapped,
         });
     }
     if let Some(c) = &cfg.limits.custom {
@@ -292,6 +339,7 @@ fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgEr
             fences: f,
             primary,
             monitor_config_file,
+            ggtt_backing: GgttBacking::Trapped,
         });
     }
     // Name the first key that matches no type at all, with its allowed values.

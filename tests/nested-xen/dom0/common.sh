@@ -85,7 +85,8 @@ num_or_empty() { [ "$1" = - ] || printf '%d' "$1" 2>/dev/null; }
 start_daemon() {
     need xengtd; need xengt-ctl
     if ! daemon_alive; then
-        RUST_LOG=${RUST_LOG:-info} xengtd --backend xen >/var/log/xengtd.log 2>&1 &
+        # shellcheck disable=SC2086
+        RUST_LOG=${RUST_LOG:-info} xengtd --backend xen ${XENGTD_EXTRA:-} >/var/log/xengtd.log 2>&1 &
         echo $! >$ST/xengtd.pid
     fi
     local i=0
@@ -98,3 +99,8 @@ start_daemon() {
 }
 # dm_logs: the device-model (qemu-xen) and libxl logs, for HVM failures.
 dm_logs() { for f in /var/log/xen/qemu-dm-*.log /var/log/xen/xl-*.log; do [ -s "$f" ] && { say "--- $f"; tail -n 30 "$f"; }; done; }
+# b64_out NAME FILE: FILE (gzip'ed) base64 on the console between markers; the host's
+# extract step (tiers/nested-xen-i915.sh) decodes it into target/nested-xen/NAME.
+b64_out() {
+    echo "=== B64-BEGIN $1"; gzip -c "$2" | base64; echo "=== B64-END $1"
+}

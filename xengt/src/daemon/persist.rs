@@ -9,7 +9,7 @@ use xen_backend::xenstore::{XenbusState, XsOps};
 use super::{valid_guest_domid, Daemon, Origin, Vgpu};
 use crate::backend::Placement;
 use crate::proto::WindowInfo;
-use crate::xlcfg::VgpuRequest;
+use crate::xlcfg::{GgttBacking, VgpuRequest};
 
 /// Where the daemon persists its vGPUs in XenStore.
 pub const PERSIST_ROOT: &str = "/xengt/vgpu";
@@ -36,6 +36,9 @@ pub struct Record {
     pub origin: Origin,
     /// The daemon started the (simulated) domain and stops it on destroy.
     pub owns_domain: bool,
+    /// GGTT window backing chosen at creation (kept across a daemon restart).
+    #[serde(default)]
+    pub ggtt_backing: GgttBacking,
 }
 
 impl Record {
@@ -56,6 +59,7 @@ impl Record {
             fence_count: p.fence_count,
             origin,
             owns_domain,
+            ggtt_backing: GgttBacking::Trapped,
         }
     }
 
@@ -78,6 +82,7 @@ impl Record {
             fences: self.fence_count,
             primary: None,
             monitor_config_file: None,
+            ggtt_backing: self.ggtt_backing,
         }
     }
 }

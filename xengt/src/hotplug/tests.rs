@@ -237,3 +237,34 @@ fn release_domain_reaps_control_socket_vgpus_too() {
     r.pump();
     assert!(r.d.vgpus().is_empty());
 }
+
+#[test]
+fn ggtt_backing_key_reaches_the_vgpu_and_bad_values_are_refused() {
+    let mut r = rig(30);
+    r.srv.introduce_domain(11);
+    r.srv.introduce_domain(12);
+    r.srv.introduce_domain(13);
+    let base = [("type", "GVTg_V5_8"), ("online", "1")];
+    r.toolstack_add(
+        11,
+        &[&base[..], &[("frontend-id", "11"), ("ggtt-backing", "ram")]].concat(),
+    );
+    r.toolstack_add(12, &[&base[..], &[("frontend-id", "12")]].concat());
+    r.toolstack_add(
+        13,
+        &[&base[..], &[("frontend-id", "13"), ("ggtt-backing", "rom")]].concat(),
+    );
+    r.pump();
+    assert_eq!(r.state(11).as_deref(), Some("4"));
+    assert_eq!(r.d.vgpus()[&11].rec.ggtt_backing, GgttBacking::Ram);
+    assert_eq!(r.d.vgpus()[&11].info().ggtt_backing, "ram");
+    // Absent key: trapped (PVH guests and older toolstacks).
+    assert_eq!(r.state(12).as_deref(), Some("4"));
+    assert_eq!(r.d.vgpus()[&12].rec.ggtt_backing, GgttBacking::Trapped);
+    assert_eq!(r.state(13).as_deref(), Some("6"));
+    let why =
+        r.xs.read_string(&format!("{}/hotplug-error", device_path(13)))
+            .unwrap();
+    assert!(why.contains("ggtt-backing"), "{why}");
+    assert!(!r.d.vgpus().contains_key(&13));
+}

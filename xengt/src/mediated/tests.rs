@@ -7,6 +7,7 @@ use mediator::guest_port::GuestPort;
 use xen_backend::SimDomain;
 
 use super::*;
+use mediator::ggtt_ram::GgttBacking;
 
 fn request(name: &str) -> VgpuRequest {
     let cfg = DaemonConfig::default();
@@ -18,6 +19,7 @@ fn request(name: &str) -> VgpuRequest {
         fences: t.fences,
         primary: None,
         monitor_config_file: None,
+        ggtt_backing: Default::default(),
     }
 }
 
@@ -114,4 +116,12 @@ fn vblank_timer_is_driven_by_tick_and_reaches_the_guest_as_msi() {
     clock.advance(Duration::from_millis(17));
     xen.destroy_domain(domid);
     assert_eq!(b.tick(), vec![domid]);
+}
+
+#[test]
+fn create_request_carries_the_ggtt_backing() {
+    let mut req = request("GVTg_V5_8");
+    assert_eq!(create_request(&req).ggtt_backing, GgttBacking::Trapped);
+    req.ggtt_backing = GgttBacking::Ram;
+    assert_eq!(create_request(&req).ggtt_backing, GgttBacking::Ram);
 }

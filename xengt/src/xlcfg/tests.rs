@@ -143,3 +143,50 @@ proptest! {
         prop_assert_eq!(parse_int(t), i64::try_from(v).ok());
     }
 }
+
+#[test]
+fn ggtt_backing_defaults_to_ram_for_hvm_and_trapped_for_pvh() {
+    let hvm = parse("name='h'\ntype='hvm'\nvgt=1", "h.cfg", &cfg()).unwrap();
+    assert_eq!(hvm.vgpu.unwrap().ggtt_backing, GgttBacking::Ram);
+    let pvh = parse("name='p'\ntype='pvh'\nvgt=1", "p.cfg", &cfg()).unwrap();
+    assert_eq!(pvh.vgpu.unwrap().ggtt_backing, GgttBacking::Trapped);
+    let forced = parse(
+        "name='h'\ntype='hvm'\nvgt=1\nvgt_ggtt_backing='trapped'",
+        "h.cfg",
+        &cfg(),
+    )
+    .unwrap();
+    assert_eq!(forced.vgpu.unwrap().ggtt_backing, GgttBacking::Trapped);
+    let forced = parse(
+        "name='p'\ntype='pvh'\nvgt=1\nvgt_ggtt_backing='ram'",
+        "p.cfg",
+        &cfg(),
+    )
+    .unwrap();
+    assert_eq!(forced.vgpu.unwrap().ggtt_backing, GgttBacking::Ram);
+}
+
+#[test]
+fn bad_ggtt_backing_is_refused_with_its_key() {
+    let e = parse(
+        "name='h'\ntype='hvm'\nvgt=1\nvgt_ggtt_backing='rom'",
+        "h.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vgt_ggtt_backing") && e.contains("rom"), "{e}");
+    let e = parse(
+        "name='h'\ntype='hvm'\nvgt_ggtt_backing='ram'",
+        "h.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("without vgt"), "{e}");
+    assert_eq!(parse_ggtt_backing(" ram\n"), Some(GgttBacking::Ram));
+    assert_eq!(parse_ggtt_backing("Ram"), None);
+    for b in [GgttBacking::Ram, GgttBacking::Trapped] {
+        assert_eq!(parse_ggtt_backing(ggtt_backing_name(b)), Some(b));
+    }
+}

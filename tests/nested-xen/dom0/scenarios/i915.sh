@@ -1,0 +1,65 @@
+# i915 (issue 8): an HVM guest (qemu-xen, vga="none", xen_platform_pci=0) whose vGPU at
+# 00:02.0 is served by `xengtd --backend xen` (created by `xengt-ctl create` of an xl config
+# with vgt=1; HVM => backend key ggtt-backing = ram) loads Debian's own i915 twice: with
+# enable_guc=0 disable_display=1, then with the display. Stages, each needing the previous:
+#   a detected   "Virtual GPU for Intel GVT-g detected" + "VGT balloon successfully"
+#   b probe      "Initialized i915" and /sys/class/drm/card0
+#   c not-wedged debugfs i915_wedged reads 0
+#   d workload   i915-store: MI_STORE_DWORD_IMM via EXECBUFFER2, value read back
+#   e display    pass 2 reaches a/b/c, fbcon shows, `xengt-ctl screenshot` gives a PNG
+# FAIL names the first stage that failed. Artifacts (base64 between markers, decoded by the
+# host): the screenshot and xengtd's MMIO trace of the guest (--mmio-trace).
+. /scenarios/common.sh
+TRACE=/var/log/xengtd-mmio.trace
+XENGTD_EXTRA="--mmio-trace $TRACE" start_daemon
+N=hvmi915
+t0=$(up)
+xengt-ctl create /guest/i915.cfg >/tmp/create-i915.out 2>&1 || { cat /tmp/create-i915.out; dm_logs; fail "setup: xengt-ctl create i915.cfg failed: $(tail -n1 /tmp/create-i915.out)"; }
+D=$(xl domid $N 2>/dev/null) || fail "setup: no domain $N after xengt-ctl create"
+say "HVM domain $D created and unpaused in $(echo "$(up) - $t0" | bc 2>/dev/null || echo ?)s"
+info_json "$D" /tmp/info-i915.json || { xl destroy "$D"; fail "setup: xengt-ctl info $D failed"; }
+gb=$(jq -r '.ggtt_backing // "absent"' /tmp/info-i915.json)
+[ "$gb" = ram ] || { xl destroy "$D"; fail "setup: GGTT backing is '$gb', want ram for an HVM guest"; }
+L=$(console_log $N); nS=0; nT=0; i=0; shot=
+# Stream the guest serial log (and xengtd warnings) as it grows: a killed run keeps them.
+stream() {
+    local n
+    n=$(wc -l <"$L" 2>/dev/null || echo 0)
+    [ "$n" -gt "$nS" ] && sed -n "$((nS + 1)),${n}p" "$L" | tr -d '\r' | sed 's/^/G| /'; nS=$n
+    n=$(wc -l </var/log/xengtd.log)
+    [ "$n" -gt "$nT" ] && sed -n "$((nT + 1)),${n}p" /var/log/xengtd.log | grep -E 'WARN|ERROR' | head -n 20 | sed 's/^/X| /'; nT=$n
+}
+while xenstore-exists /local/domain/$D 2>/dev/null; do
+    sleep 3; i=$((i + 3)); stream
+    if [ -z "$shot" ] && grep -q '^GUEST-DISPLAY-READY' "$L" 2>/dev/null; then
+        shot=none
+        if xengt-ctl screenshot "$D" /tmp/i915-screen.png >/tmp/shot.out 2>&1; then shot=ok; fi
+        say "screenshot: $shot: $(tail -n1 /tmp/shot.out)"
+        xengt-ctl info "$D" --json >/tmp/info-shot.json 2>&1 && say "plane: $(jq -c '.plane // .plane_error' /tmp/info-shot.json)"
+    fi
+    grep -q '^GUEST-I915-DONE' "$L" 2>/dev/null && break
+    [ $((i % 60)) = 0 ] && say "waiting: ${i}s, serial $nS lines, trace $(wc -l <$TRACE 2>/dev/null) lines"
+    [ $i -lt "${I915_WAIT:-1100}" ] || { say "guest still running after ${i}s"; break; }
+done
+stream
+say "guest finished after ${i}s; xengtd counters: $(xengt-ctl info "$D" --json 2>/dev/null | jq -c .counters)"
+xl destroy "$D" 2>/dev/null; wait_gone "$D" 60
+daemon_alive || say "xengtd died: $(tail -n 3 /var/log/xengtd.log)"
+[ -s $TRACE ] && b64_out i915-mmio.trace "$TRACE"
+[ "$shot" = ok ] && b64_out i915-screen.png /tmp/i915-screen.png
+gl() { grep "^GUEST-I915 pass=$1 " "$L" | tail -n1; }
+has() { echo "$1" | grep -q "$2"; }
+stage() { # stage PASSNO PREFIX: check a..d of one pass
+    local g; g=$(gl "$1")
+    [ -n "$g" ] || fail "$2a detected: no GUEST-I915 pass=$1 line ($(grep -c '^GUEST-' "$L") guest markers; last: $(grep '^GUEST-' "$L" | tail -n1))"
+    has "$g" 'detected=1 balloon=1' || fail "$2a detected: $g"
+    has "$g" 'initialized=1 card0=1' || fail "$2b probe: $g"
+    has "$g" 'wedged=0' || fail "$2c not-wedged: $g"
+    [ "$(grep -c "^GUEST-STORE result=ok" "$L")" -ge "$1" ] || fail "$2d workload: $(grep "^GUEST-STORE" "$L" | tail -n1)"
+    say "pass $1: $g"
+}
+stage 1 "stage "
+grep -q '^GUEST-I915-RMMOD pass=1 ok' "$L" || fail "stage e display: rmmod i915 after pass 1 failed"
+stage 2 "stage e display (pass 2 stage "
+[ "$shot" = ok ] || fail "stage e display: no screenshot: $(tail -n1 /tmp/shot.out 2>/dev/null)"
+exit 0
