@@ -387,6 +387,10 @@ fn pcode_command(regs: &mut RegisterFile, value: u32) -> u32 {
             regs.set(PCODE_DATA, data);
         }
         0x07 => regs.set(PCODE_DATA, 1),
+        // GEN9_PCODE_SAGV_CONTROL: i915 6.1 asks GEN9_SAGV_DISABLE (0) and polls until
+        // the reply has GEN9_SAGV_IS_DISABLED (1); else "Failed to disable SAGV (-110)"
+        // and a drm_WARN in skl_wm_init (nested i915 boot, issue 8). Enable (3) reads 0.
+        0x21 => regs.set(PCODE_DATA, u32::from(regs.get(PCODE_DATA) == 0)),
         0x05 => regs.set(PCODE_DATA, regs.get(PCODE_DATA) | 1),
         _ => {}
     }
@@ -492,6 +496,13 @@ mod tests {
         assert_eq!(f.get(PCODE_DATA), 1);
         f.write(&t, 0x13_8124, 0x8000_001a, 0xf);
         assert_eq!(f.get(0x13_8124) & 0x8000_00ff, 0);
+        // SAGV control: disable (data 0) answers IS_DISABLED, enable (3) answers 0.
+        f.set(PCODE_DATA, 0);
+        f.write(&t, 0x13_8124, 0x8000_0021, 0xf);
+        assert_eq!((f.get(PCODE_DATA), f.get(0x13_8124) & 0x8000_00ff), (1, 0));
+        f.set(PCODE_DATA, 3);
+        f.write(&t, 0x13_8124, 0x8000_0021, 0xf);
+        assert_eq!(f.get(PCODE_DATA), 0);
     }
 
     #[test]

@@ -225,6 +225,11 @@ pub fn plain(offset: u32) -> RegDef {
     }
 }
 
+/// EDP_PSR_IIR (SKL): PSR interrupt identity; i915 clears it with all-ones at IRQ reset
+/// and WARNs ("Interrupt register 0x64838 is not zero") if it then reads non-zero, so it
+/// is write-1-to-clear, and the vGPU never raises PSR events (nested i915 boot, issue 8).
+pub const EDP_PSR_IIR: u32 = 0x64838;
+
 /// Whether `offset` is a display register (in [`DISPLAY_RANGES`]).
 pub fn in_display_ranges(offset: u32) -> bool {
     DISPLAY_RANGES
@@ -306,6 +311,10 @@ fn build() -> Vec<RegDef> {
         r(PCH_RAWCLK_FREQ, "PCH_RAWCLK_FREQ", 24, ALL, "7.6"),
         r(PP_STATUS, "PP_STATUS", 0, RO, "7.6"),
         r(PP_CONTROL, "PP_CONTROL", 0, ALL, "7.6"),
+        RegDef {
+            w1c: ALL,
+            ..r(EDP_PSR_IIR, "EDP_PSR_IIR", 0, 0, "7.6 (IIR, W1C)")
+        },
     ];
     for p in 0..NUM_PIPES as u32 {
         push_pipe(&mut t, p);
@@ -427,5 +436,14 @@ mod tests {
         );
         let h = lookup(PCH_PORT_HOTPLUG);
         assert_eq!(h.apply_write(0x0003_0000, 0x0001_0010), 0x0002_0010);
+    }
+
+    #[test]
+    fn psr_iir_is_write_one_to_clear_and_never_stores_the_guests_all_ones() {
+        // i915 6.1 gen8_de_irq_postinstall: write 0xffffffff, then assert it reads 0.
+        let d = lookup(EDP_PSR_IIR);
+        assert_eq!(d.name, "EDP_PSR_IIR");
+        assert_eq!(d.apply_write(0, 0xffff_ffff), 0);
+        assert_eq!(d.apply_write(0x0000_0101, 0x0000_0001), 0x0000_0100);
     }
 }

@@ -20,7 +20,7 @@ say "HVM domain $D created and unpaused in $(echo "$(up) - $t0" | bc 2>/dev/null
 info_json "$D" /tmp/info-i915.json || { xl destroy "$D"; fail "setup: xengt-ctl info $D failed"; }
 gb=$(jq -r '.ggtt_backing // "absent"' /tmp/info-i915.json)
 [ "$gb" = ram ] || { xl destroy "$D"; fail "setup: GGTT backing is '$gb', want ram for an HVM guest"; }
-L=$(console_log $N); nS=0; nT=0; i=0; shot=
+L=/var/log/xen/$N-serial.log; nS=0; nT=0; i=0; shot=; lastS=0; still=0
 # Stream the guest serial log (and xengtd warnings) as it grows: a killed run keeps them.
 stream() {
     local n
@@ -38,14 +38,29 @@ while xenstore-exists /local/domain/$D 2>/dev/null; do
         xengt-ctl info "$D" --json >/tmp/info-shot.json 2>&1 && say "plane: $(jq -c '.plane // .plane_error' /tmp/info-shot.json)"
     fi
     grep -q '^GUEST-I915-DONE' "$L" 2>/dev/null && break
-    [ $((i % 60)) = 0 ] && say "waiting: ${i}s, serial $nS lines, trace $(wc -l <$TRACE 2>/dev/null) lines"
-    [ $i -lt "${I915_WAIT:-1100}" ] || { say "guest still running after ${i}s"; break; }
+    # The trace of pass 1 alone (probe + workload of the headless pass) is the fixture.
+    [ -e /tmp/trace-pass1 ] || ! grep -q '^GUEST-I915 pass=1 ' "$L" 2>/dev/null || cp "$TRACE" /tmp/trace-pass1
+    # (silence counts only once /init has spoken: the kernel boots quietly for minutes)
+    if [ "$nS" -gt "$lastS" ]; then lastS=$nS; still=0; elif [ "$nS" -gt 0 ]; then still=$((still + 3)); fi
+    if [ $((i % 60)) = 0 ] || { [ "$still" -ge 60 ] && [ $((still % 30)) = 0 ]; }; then
+        say "waiting: ${i}s, serial $nS lines (no new line for ${still}s), trace $(wc -l <$TRACE) lines; hottest of the last 600:"
+        tail -n 600 "$TRACE" | sort | uniq -c | sort -rn | head -n 6 | sed 's/^/    T| /'
+    fi
+    # A guest whose serial stays silent this long is stuck in the kernel (its /init prints
+    # every 3 s): stop waiting so the trace still gets out.
+    [ "$still" -lt "${I915_STALL:-150}" ] || { say "guest serial silent for ${still}s: stuck"; break; }
+    [ $i -lt "${I915_WAIT:-900}" ] || { say "guest still running after ${i}s"; break; }
 done
 stream
 say "guest finished after ${i}s; xengtd counters: $(xengt-ctl info "$D" --json 2>/dev/null | jq -c .counters)"
 xl destroy "$D" 2>/dev/null; wait_gone "$D" 60
 daemon_alive || say "xengtd died: $(tail -n 3 /var/log/xengtd.log)"
-[ -s $TRACE ] && b64_out i915-mmio.trace "$TRACE"
+if [ -s /tmp/trace-pass1 ]; then
+    b64_out i915-mmio-pass1.trace /tmp/trace-pass1
+    tail -n 3000 "$TRACE" >/tmp/trace-tail; b64_out i915-mmio-tail.trace /tmp/trace-tail
+elif [ -s $TRACE ]; then
+    head -n 40000 "$TRACE" >/tmp/trace-head; b64_out i915-mmio.trace /tmp/trace-head
+fi
 [ "$shot" = ok ] && b64_out i915-screen.png /tmp/i915-screen.png
 gl() { grep "^GUEST-I915 pass=$1 " "$L" | tail -n1; }
 has() { echo "$1" | grep -q "$2"; }
