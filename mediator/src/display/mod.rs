@@ -127,6 +127,17 @@ pub struct DisplayCounters {
     pub pipe_enables: u64,
 }
 
+/// The pipe whose PIPEDSL is at `off`.
+fn pipedsl_pipe(off: u32) -> Option<usize> {
+    (0..NUM_PIPES).find(|&p| {
+        u32::try_from(p)
+            .ok()
+            .and_then(|p| p.checked_mul(PIPE_STRIDE))
+            .and_then(|b| PIPEDSL.checked_add(b))
+            == Some(off)
+    })
+}
+
 /// Rate limit for logs a guest can trigger: the first few, then every power of two.
 fn should_log(count: u64) -> bool {
     count <= 4 || count.is_power_of_two()
@@ -144,6 +155,9 @@ pub struct Display {
     timers: [PipeTimer; NUM_PIPES],
     now_ns: u64,
     counters: DisplayCounters,
+    /// PIPEDSL reads per pipe (each read moves the scanline on by one line).
+    #[serde(default)]
+    dsl_reads: [u32; NUM_PIPES],
 }
 
 impl Default for Display {
@@ -170,6 +184,7 @@ impl Display {
             timers: [PipeTimer::default(); NUM_PIPES],
             now_ns: 0,
             counters: DisplayCounters::default(),
+            dsl_reads: [0; NUM_PIPES],
         };
         d.reset();
         d
@@ -250,8 +265,30 @@ impl Display {
                 Some(v) => v,
                 None => self.regs.get(off),
             },
-            _ => self.peek(off),
+            _ => match pipedsl_pipe(off).and_then(|p| self.scanline(p)) {
+                Some(line) => line,
+                None => self.peek(off),
+            },
         }
+    }
+
+    /// PIPEDSL of a running pipe: the line the time since its last vblank gives (in
+    /// VTOTAL lines), plus one line per read. i915 treats a DDI pipe's scanline 0 as
+    /// "maybe just before vblank" and re-reads it up to 100 times with interrupts off, in
+    /// every vblank timestamp; at ~1.4 ms per trapped read a constant 0 livelocks a
+    /// nested guest in its vblank handler (issue 8). `None` while the pipe is off (the
+    /// stored value, 0, then says the scanline stopped, as i915 expects).
+    fn scanline(&mut self, pipe: usize) -> Option<u32> {
+        let t = self.timers.get(pipe)?;
+        let next = t.next_ns?;
+        let period = t.period_ns();
+        let b = u32::try_from(pipe).ok()?.checked_mul(PIPE_STRIDE)?;
+        let vtotal = u64::from((self.regs.get(VTOTAL.checked_add(b)?) >> 16) & 0x1FFF) + 1;
+        let into = period.saturating_sub(next.saturating_sub(self.now_ns));
+        let line = into.checked_mul(vtotal)?.checked_div(period)?;
+        let reads = self.dsl_reads.get_mut(pipe)?;
+        *reads = reads.wrapping_add(1);
+        u32::try_from(line.checked_add(u64::from(*reads))? % vtotal).ok()
     }
 
     /// Guest MMIO write of the dword at `offset` (low two bits ignored).

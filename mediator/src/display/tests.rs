@@ -307,3 +307,37 @@ proptest! {
         let _ = d.primary_plane();
     }
 }
+
+#[test]
+fn pipedsl_moves_on_a_running_pipe_and_stays_put_on_a_stopped_one() {
+    let mode = MonitorConfig::new(1024, 768, 60).unwrap();
+    let mut d = Display::new(DisplayConfig {
+        monitor: mode,
+        ..DisplayConfig::default()
+    });
+    assert_eq!(
+        d.mmio_read(PIPEDSL),
+        0,
+        "pipe off: the scanline stands still"
+    );
+    assert_eq!(d.mmio_read(PIPEDSL), 0);
+    let t = edid::preferred_timing(d.edid()).unwrap();
+    modeset(&mut d, &t);
+    let vtotal = (d.mmio_read(VTOTAL) >> 16) + 1;
+    assert!(vtotal > 700, "{vtotal}");
+    // i915's __intel_get_crtc_scanline re-reads a 0 up to 100 times: it must change at
+    // once, every read.
+    let reads: Vec<u32> = (0..200).map(|_| d.mmio_read(PIPEDSL)).collect();
+    assert!(reads.windows(2).all(|w| w[0] != w[1]), "{reads:?}");
+    assert!(reads.iter().all(|&l| l < vtotal));
+    // Half a frame later the line has moved by about half of VTOTAL.
+    d.tick(d.next_deadline_ns().unwrap());
+    let at_vblank = d.mmio_read(PIPEDSL);
+    d.tick(d.next_deadline_ns().unwrap() - 1_000_000_000 / 120);
+    let mid = d.mmio_read(PIPEDSL);
+    let moved = (mid + vtotal - at_vblank) % vtotal;
+    assert!(moved.abs_diff(vtotal / 2) < 20, "moved {moved} of {vtotal}");
+    d.mmio_write(PIPECONF, 0);
+    assert_eq!(d.mmio_read(PIPEDSL), 0, "stopped pipe");
+    assert_eq!(d.mmio_read(PIPEDSL), 0);
+}

@@ -38,8 +38,9 @@ while xenstore-exists /local/domain/$D 2>/dev/null; do
         xengt-ctl info "$D" --json >/tmp/info-shot.json 2>&1 && say "plane: $(jq -c '.plane // .plane_error' /tmp/info-shot.json)"
     fi
     grep -q '^GUEST-I915-DONE' "$L" 2>/dev/null && break
-    # The trace of pass 1 alone (probe + workload of the headless pass) is the fixture.
-    [ -e /tmp/trace-pass1 ] || ! grep -q '^GUEST-I915 pass=1 ' "$L" 2>/dev/null || cp "$TRACE" /tmp/trace-pass1
+    # The trace of pass 1 alone (probe + workload of the headless pass) is the fixture:
+    # taken once the workload reported (or pass 1 ended without a card to run it on).
+    [ -e /tmp/trace-pass1 ] || ! grep -qE '^GUEST-(STORE|I915-RMMOD|I915-INSMOD pass=2)' "$L" 2>/dev/null || cp "$TRACE" /tmp/trace-pass1
     # (silence counts only once /init has spoken: the kernel boots quietly for minutes)
     if [ "$nS" -gt "$lastS" ]; then lastS=$nS; still=0; elif [ "$nS" -gt 0 ]; then still=$((still + 3)); fi
     if [ $((i % 60)) = 0 ] || { [ "$still" -ge 60 ] && [ $((still % 30)) = 0 ]; }; then
