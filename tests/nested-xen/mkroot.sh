@@ -85,7 +85,9 @@ build_i915_guest() {
         [ "$m" = i915 ] && { cp "$(mod_path i915)" "$I/lib/modules/i915.ko"; continue; }
         cp "$(mod_path "$m")" "$I/lib/modules/$m.ko"; echo "$m" >>"$I/lib/modules/order"
     done
-    gcc -static -O2 -Wall -o "$I/i915-store" "$NX_DIR/guest/i915/i915-store.c" || nx_die "cannot build i915-store (gcc, static libc)"
+    for t in i915-store i915-modeset; do
+        gcc -static -O2 -Wall -o "$I/$t" "$NX_DIR/guest/i915/$t.c" || nx_die "cannot build $t (gcc, static libc)"
+    done
     cp "$NX_DIR/guest/i915/init" "$I/init"; chmod +x "$I/init"
     pack "$I" "$NX_OUT/i915.cpio"
     nx_log "i915 guest: modules ${MOD_ORDER[*]}; i915.cpio $(du -h "$NX_OUT/i915.cpio" | cut -f1)"

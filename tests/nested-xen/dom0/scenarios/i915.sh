@@ -6,7 +6,8 @@
 #   b probe      "Initialized i915" and /sys/class/drm/card0
 #   c not-wedged debugfs i915_wedged reads 0
 #   d workload   i915-store: MI_STORE_DWORD_IMM via EXECBUFFER2, value read back
-#   e display    pass 2 reaches a/b/c, fbcon shows, `xengt-ctl screenshot` gives a PNG
+#   e display    pass 2 reaches a/b/c/d, a dumb-buffer modeset shows colour bars on the
+#                primary plane, `xengt-ctl screenshot` gives a PNG
 # FAIL names the first stage that failed. Artifacts (base64 between markers, decoded by the
 # host): the screenshot and xengtd's MMIO trace of the guest (--mmio-trace).
 . /scenarios/common.sh
@@ -77,5 +78,6 @@ stage() { # stage PASSNO PREFIX: check a..d of one pass
 stage 1 "stage "
 grep -q '^GUEST-I915-RMMOD pass=1 ok' "$L" || fail "stage e display: rmmod i915 after pass 1 failed"
 stage 2 "stage e display (pass 2 stage "
+grep -q '^GUEST-MODESET result=ok' "$L" || fail "stage e display: dumb-buffer modeset: $(grep '^GUEST-MODESET' "$L" | tail -n1)"
 [ "$shot" = ok ] || fail "stage e display: no screenshot: $(tail -n1 /tmp/shot.out 2>/dev/null)"
 exit 0
