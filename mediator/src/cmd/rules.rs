@@ -62,6 +62,51 @@ fn drop_cmd(body: &mut [u32]) -> Verdict {
     Ok(Flow::Dropped)
 }
 
+/// Whether [`audit`] may do anything for `op` but return `Ok(Flow::Next)` with the body
+/// untouched. The scanner's fast path only length-decodes commands for which this is
+/// `false`. Exhaustive on purpose: a new [`Op`] must be classified here (and the test
+/// `unaudited_ops_pass_unchanged_in_every_context` checks the classification).
+pub(crate) fn needs_audit(op: Op) -> bool {
+    match op {
+        Op::Noop
+        | Op::UserInterrupt
+        | Op::WaitForEvent
+        | Op::ArbCheck
+        | Op::ArbOnOff
+        | Op::MiOneDword
+        | Op::LoadScanLines
+        | Op::DisplayFlip
+        | Op::Math
+        | Op::ForceWakeup
+        | Op::UrbMem
+        | Op::Gfx
+        | Op::XyFastCopyBlt
+        | Op::Blt => false,
+        Op::BatchBufferEnd
+        | Op::BatchBufferStart
+        | Op::LoadRegisterImm
+        | Op::LoadRegisterMem
+        | Op::StoreRegisterMem
+        | Op::LoadRegisterReg
+        | Op::StoreDataImm
+        | Op::PipeControl
+        | Op::FlushDw
+        | Op::Atomic
+        | Op::SemaphoreWait
+        | Op::SemaphoreSignal
+        | Op::ReportPerfCount
+        | Op::StoreDataIndex
+        | Op::Clflush
+        | Op::ConditionalBbEnd
+        | Op::UpdateGtt
+        | Op::MemToMem
+        | Op::SetContext
+        | Op::RsStoreDataImm
+        | Op::XyColorBlt
+        | Op::XySrcCopyBlt => true,
+    }
+}
+
 /// Audits one command. `body` is the command's dwords in the copy (`cmd.len` of them).
 pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
     let h = cmd.header;
@@ -325,4 +370,73 @@ fn blit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
         check_addr(ctx, src, surface_extent(spitch, sy_end, src_tiled).max(1))?;
     }
     Ok(Flow::Next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::audit::RegWhitelist;
+    use crate::cmd::parse::decode;
+    use crate::host::EngineId;
+
+    /// Every (engine, op, length) the decoder produces, one header each.
+    fn decodable() -> Vec<(EngineId, Cmd)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for e in EngineId::ALL {
+            for hi in 0u32..=0xffff {
+                for lo in [0u32, 1, 2, 3, 0x1f] {
+                    if let Ok(c) = decode(e, hi << 16 | lo) {
+                        if seen.insert((e, c.op, c.len)) {
+                            out.push((e, c));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unaudited_ops_pass_unchanged_in_every_context() {
+        let windows = [GmRange {
+            start: 0,
+            size: 1 << 20,
+        }];
+        let mut x: u32 = 0x9e37_79b9;
+        let mut audited = 0;
+        for (engine, cmd) in decodable() {
+            if needs_audit(cmd.op) {
+                audited += 1;
+                continue;
+            }
+            let regs = RegWhitelist::gen9(engine);
+            for level in 0..3u8 {
+                for (ppgtt, has_ppgtt) in [(false, false), (false, true), (true, true)] {
+                    let ctx = BufCtx {
+                        level,
+                        ppgtt,
+                        has_ppgtt,
+                        regs: &regs,
+                        windows: &windows,
+                    };
+                    for _ in 0..4 {
+                        let mut body: Vec<u32> = (0..cmd.len)
+                            .map(|_| {
+                                x ^= x << 13;
+                                x ^= x >> 17;
+                                x ^= x << 5;
+                                x
+                            })
+                            .collect();
+                        body[0] = cmd.header;
+                        let before = body.clone();
+                        assert_eq!(audit(&ctx, &cmd, &mut body), Ok(Flow::Next), "{cmd:?}");
+                        assert_eq!(body, before, "{cmd:?}");
+                    }
+                }
+            }
+        }
+        assert!(audited > 0);
+    }
 }
