@@ -81,6 +81,13 @@ impl Clock for FakeClock {
     }
 }
 
+/// A shared clock is a clock (so `Arc<dyn Clock>` can drive a [`crate::sched::Scheduler`]).
+impl<T: Clock + ?Sized> Clock for Arc<T> {
+    fn now(&self) -> Duration {
+        (**self).now()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

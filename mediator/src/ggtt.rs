@@ -252,6 +252,12 @@ impl Ggtt {
     }
 }
 
+impl crate::execlist::GgttLookup for Ggtt {
+    fn gma_to_gpa(&self, gma: u64) -> Option<u64> {
+        self.translate(gma)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,12 @@ use crate::memory::GuestMemory;
 /// Identifies the owner of guest frames and workloads: a vGPU, in practice its domain id.
 pub type OwnerId = u32;
 
-/// A Gen9 GT2 engine (§5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A Gen9 GT2 command streamer (§5.1). The one engine type of the crate: the register
+/// tables, the vGPU's events, execlists, the scanner and the host all use it. VCS1
+/// (GT3/GT4 only) is not modelled.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum EngineId {
     /// Render command streamer, base 02000.
     Rcs,
@@ -45,11 +49,11 @@ pub enum EngineId {
 }
 
 impl EngineId {
-    /// All GT2 engines, in index order.
+    /// All GT2 engines, in index order (i915's order).
     pub const ALL: [EngineId; 4] = [EngineId::Rcs, EngineId::Bcs, EngineId::Vcs, EngineId::Vecs];
 
     /// Dense index 0..4, usable for per-engine arrays.
-    pub fn index(self) -> usize {
+    pub const fn index(self) -> usize {
         match self {
             EngineId::Rcs => 0,
             EngineId::Bcs => 1,
@@ -59,7 +63,7 @@ impl EngineId {
     }
 
     /// MMIO base of the engine's register block (§5.1).
-    pub fn mmio_base(self) -> u32 {
+    pub const fn mmio_base(self) -> u32 {
         match self {
             EngineId::Rcs => 0x2000,
             EngineId::Bcs => 0x22000,
@@ -67,16 +71,43 @@ impl EngineId {
             EngineId::Vecs => 0x1A000,
         }
     }
-}
 
-impl fmt::Display for EngineId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    /// Same as [`EngineId::mmio_base`] (the register tables' name).
+    pub const fn base(self) -> u32 {
+        self.mmio_base()
+    }
+
+    /// Short name (`rcs0`, `bcs0`, `vcs0`, `vecs0`).
+    pub const fn name(self) -> &'static str {
+        match self {
             EngineId::Rcs => "rcs0",
             EngineId::Bcs => "bcs0",
             EngineId::Vcs => "vcs0",
             EngineId::Vecs => "vecs0",
-        })
+        }
+    }
+
+    /// GDRST bit that resets this engine (§3.5).
+    pub const fn gdrst_bit(self) -> u32 {
+        match self {
+            EngineId::Rcs => 1 << 1,
+            EngineId::Vcs => 1 << 2,
+            EngineId::Bcs => 1 << 3,
+            EngineId::Vecs => 1 << 4,
+        }
+    }
+
+    /// The engine whose 4 KiB register block contains `offset`, if any.
+    pub fn from_offset(offset: u32) -> Option<EngineId> {
+        EngineId::ALL
+            .into_iter()
+            .find(|e| (e.base()..e.base() + 0x1000).contains(&offset))
+    }
+}
+
+impl fmt::Display for EngineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::mmio::Engine;
+use crate::mmio::EngineId;
 use crate::regs::{RegKind, RegSpec, RegisterFile};
 
 /// GEN8_MASTER_IRQ.
@@ -157,12 +157,12 @@ pub struct IrqEvent {
 
 impl IrqEvent {
     /// The event `what` of engine `e` (§5.9 bit positions).
-    pub const fn engine(e: Engine, what: EngineIrq) -> Self {
+    pub const fn engine(e: EngineId, what: EngineIrq) -> Self {
         let (bank, shift) = match e {
-            Engine::Rcs => (IrqBank::Gt0, 0),
-            Engine::Bcs => (IrqBank::Gt0, 16),
-            Engine::Vcs0 => (IrqBank::Gt1, 0),
-            Engine::Vecs => (IrqBank::Gt3, 0),
+            EngineId::Rcs => (IrqBank::Gt0, 0),
+            EngineId::Bcs => (IrqBank::Gt0, 16),
+            EngineId::Vcs => (IrqBank::Gt1, 0),
+            EngineId::Vecs => (IrqBank::Gt3, 0),
         };
         Self {
             bank,
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn masked_events_are_not_latched() {
         let (_, mut f) = setup();
-        let ev = IrqEvent::engine(Engine::Rcs, EngineIrq::UserInterrupt);
+        let ev = IrqEvent::engine(EngineId::Rcs, EngineIrq::UserInterrupt);
         assert!(!raise(&mut f, ev));
         assert_eq!(f.get(0x4_4308), 0);
     }
@@ -283,7 +283,7 @@ mod tests {
         f.write(&t, 0x4_4304, !0x0909_0909, 0xf);
         f.write(&t, MASTER_IRQ, MASTER_ENABLE, 0xf);
         assert!(!after_write(&mut f));
-        let ev = IrqEvent::engine(Engine::Bcs, EngineIrq::ContextSwitch);
+        let ev = IrqEvent::engine(EngineId::Bcs, EngineIrq::ContextSwitch);
         assert_eq!(ev.bit, 24);
         assert!(raise(&mut f, ev));
         assert_eq!(f.get(MASTER_IRQ), MASTER_ENABLE | 1 << 1);
@@ -307,7 +307,7 @@ mod tests {
         f.write(&t, 0x4_4334, 0, 0xf);
         assert!(!raise(
             &mut f,
-            IrqEvent::engine(Engine::Vecs, EngineIrq::UserInterrupt)
+            IrqEvent::engine(EngineId::Vecs, EngineIrq::UserInterrupt)
         ));
         f.write(&t, MASTER_IRQ, MASTER_ENABLE, 0xf);
         assert!(after_write(&mut f));

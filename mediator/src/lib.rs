@@ -17,6 +17,7 @@ pub mod execlist;
 pub mod ggtt;
 pub mod guest;
 pub mod guest_port;
+pub mod gvt;
 pub mod host;
 pub mod irq;
 pub mod manager;

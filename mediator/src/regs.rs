@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mmio::Engine;
+use crate::mmio::EngineId;
 
 /// Size of the MMIO register window at the start of BAR0 (GVT's `mmio_size`).
 pub const MMIO_SIZE: u32 = 0x20_0000;
@@ -61,20 +61,20 @@ pub enum RegKind {
     Fence,
     /// RING_MODE / GFX_MODE (base+29C): masked; bit 15 RUN_LIST_ENABLE switches the engine
     /// to execlists (§5.2). Dispatched to the execlist subsystem as an event.
-    RingMode(Engine),
+    RingMode(EngineId),
     /// RING_ELSP (base+230): the four-write submit port (§5.3). Write-only, reads 0.
     /// Dispatched to the execlist subsystem (another module) as a submission event.
-    Elsp(Engine),
+    Elsp(EngineId),
     /// RING_HWS_PGA (base+80): stored; dispatched so the execlist subsystem can track the
     /// engine's hardware status page.
-    HwsPga(Engine),
+    HwsPga(EngineId),
     /// Execlist-owned read-only state (EXECLIST_STATUS base+234/238, CSB entries
     /// base+370..39F): the guest cannot write it; the execlist subsystem updates it through
     /// [`RegisterFile::set`].
-    ExeclistState(Engine),
+    ExeclistState(EngineId),
     /// RING_CONTEXT_STATUS_PTR (base+3A0): masked; the execlist subsystem reads the
     /// guest-written write pointer from storage (§5.7).
-    CsbPtr(Engine),
+    CsbPtr(EngineId),
     /// GFX_FLSH_CNTL 101008: GGTT TLB flush doorbell; dispatched so a host-GGTT shadow can
     /// sync (§4.6).
     GgttFlush,

@@ -32,7 +32,7 @@ use crate::effects::{Effect, Effects};
 use crate::ggtt::{Ggtt, GGTT_BAR_OFFSET, GGTT_WINDOW_SIZE};
 use crate::irq::{self, IrqEvent};
 use crate::memory::GuestMemory;
-use crate::mmio::{self, Engine, MmioParams};
+use crate::mmio::{self, EngineId, MmioParams};
 use crate::partition::{Allocation, HostDescription};
 use crate::pci::{BarId, PciConfig};
 use crate::pvinfo::{self, PvinfoParams};
@@ -108,9 +108,9 @@ pub struct VgpuState {
     pub regs: RegisterFile,
     /// Guest GGTT.
     pub ggtt: Ggtt,
-    /// ELSP latches, indexed like [`Engine::ALL`].
+    /// ELSP latches, indexed like [`EngineId::ALL`].
     pub elsp: [ElspLatch; 4],
-    /// RING_MODE RUN_LIST_ENABLE per engine, indexed like [`Engine::ALL`].
+    /// RING_MODE RUN_LIST_ENABLE per engine, indexed like [`EngineId::ALL`].
     pub execlists_enabled: [bool; 4],
     /// The guest has read PVINFO (it knows it is a vGPU).
     pub pv_notified: bool,
@@ -152,13 +152,8 @@ impl fmt::Debug for Vgpu {
     }
 }
 
-pub(crate) fn engine_index(e: Engine) -> usize {
-    match e {
-        Engine::Rcs => 0,
-        Engine::Bcs => 1,
-        Engine::Vcs0 => 2,
-        Engine::Vecs => 3,
-    }
+pub(crate) fn engine_index(e: EngineId) -> usize {
+    e.index()
 }
 
 impl Vgpu {
@@ -273,7 +268,7 @@ impl Vgpu {
     }
 
     /// Whether RING_MODE enabled execlists on `e`.
-    pub fn execlists_enabled(&self, e: Engine) -> bool {
+    pub fn execlists_enabled(&self, e: EngineId) -> bool {
         self.state.execlists_enabled[engine_index(e)]
     }
 

@@ -20,13 +20,15 @@ use crate::cmd::{
 };
 use crate::effects::Effects;
 use crate::execlist::{
-    engine_from_mmio, write_ring_head, AddressingMode, CompletionStatus, ContextError,
-    ContextImage, ContextKey, CsbTarget, ElementToken, EngineId, ExeclistEngine, ExeclistOutput,
-    GgttLookup, GtIrq, IrqKind, Submission,
+    regs, write_ring_head, AddressingMode, CompletionStatus, ContextError, ContextImage,
+    ContextKey, CsbTarget, ElementToken, EngineId, ExeclistEngine, ExeclistOutput, GgttLookup,
+    GtIrq, IrqKind, Submission,
 };
 use crate::host::{GmRange, HostEvent, HostGtt, HostPte, OwnerId};
 use crate::memory::{GuestMemory, PAGE_SHIFT};
 use crate::ppgtt::{PpgttError, PpgttManager, PpgttRoot};
+use crate::pvinfo::G2vEvent;
+use crate::vgpu::VgpuEvent;
 
 /// PVINFO `g2v_notify` codes (spec §2).
 pub mod g2v {
@@ -170,35 +172,81 @@ impl Pipeline {
         self.inflight.len()
     }
 
-    /// Serves a 32-bit read of an execlist register (`offset` from BAR0); `None` if the
-    /// register is not one the pipeline owns.
-    pub fn mmio_read(&self, offset: u32) -> Option<u32> {
-        let (e, rel) = engine_from_mmio(offset)?;
-        self.engines.get(e.index())?.mmio_read(rel)
-    }
-
-    /// Serves a 32-bit write of an execlist register. Returns `false` if not owned.
-    pub fn mmio_write(
+    /// Takes one event of the vGPU's register model (the single MMIO model: the vGPU
+    /// latches ELSP and owns the registers; this pipeline owns what follows):
+    /// * `ElspSubmit`: the pair is accepted or refused (§5.3); accepted elements become
+    ///   workloads in `out` (or are failed with a CSB error event);
+    /// * `ExeclistEnable` / `HwsPga`: mirrored into the engine's execlist state (§5.2);
+    /// * `Reset`: engine resets forget that engine's pairs and in-flight work, a full reset
+    ///   (and `DeviceReset`) also drops every shadow PPGTT;
+    /// * `G2v`: PPGTT create/destroy notifications (§2).
+    ///
+    /// Other events are not the pipeline's and are ignored.
+    pub fn on_vgpu_event(
         &mut self,
-        offset: u32,
-        value: u32,
+        ev: &VgpuEvent,
         env: &mut PipelineEnv<'_>,
         out: &mut PipelineOutput,
-    ) -> bool {
-        let Some((e, rel)) = engine_from_mmio(offset) else {
-            return false;
-        };
-        if !ExeclistEngine::owns(rel) {
-            return false;
+    ) {
+        match *ev {
+            VgpuEvent::ElspSubmit { engine, descs } => {
+                let mut ex = ExeclistOutput::default();
+                let target = self.target(env);
+                // A refused pair is counted by the engine; the guest sees no CSB event.
+                let _ = self.engines[engine.index()].submit(descs[0], descs[1], target, &mut ex);
+                self.absorb(ex, env, out);
+            }
+            VgpuEvent::ExeclistEnable { engine, enabled } => {
+                let v = if enabled { 0x8000_8000 } else { 0x8000_0000 };
+                self.engines[engine.index()].set_reg(regs::RING_MODE, v);
+            }
+            VgpuEvent::HwsPga { engine, gm } => {
+                self.engines[engine.index()].set_reg(regs::RING_HWS_PGA, gm);
+            }
+            VgpuEvent::Reset { full: true, .. } | VgpuEvent::DeviceReset => self.reset(env),
+            VgpuEvent::Reset { engines, .. } => {
+                for e in EngineId::ALL.into_iter().filter(|e| engines[e.index()]) {
+                    self.engines[e.index()].reset_all();
+                    self.inflight.retain(|_, g| g.engine != e);
+                }
+            }
+            VgpuEvent::G2v(g) => {
+                let (code, pdp) = match g {
+                    G2vEvent::PpgttL3Create { pdps } => (g2v::PPGTT_L3_CREATE, pdps),
+                    G2vEvent::PpgttL3Destroy { pdps } => (g2v::PPGTT_L3_DESTROY, pdps),
+                    G2vEvent::PpgttL4Create { pml4 } => (g2v::PPGTT_L4_CREATE, [pml4, 0, 0, 0]),
+                    G2vEvent::PpgttL4Destroy { pml4 } => (g2v::PPGTT_L4_DESTROY, [pml4, 0, 0, 0]),
+                    _ => return,
+                };
+                self.g2v_notify(code, pdp, env);
+            }
+            _ => {}
         }
-        let mut ex = ExeclistOutput::default();
-        let target = self.target(env);
-        if let Some(engine) = self.engines.get_mut(e.index()) {
-            // A refused pair is counted by the engine; the guest sees no CSB event.
-            let _ = engine.mmio_write(rel, value, target, &mut ex);
-        }
-        self.absorb(ex, env, out);
-        true
+    }
+
+    /// Adopts the guest-written RING_CONTEXT_STATUS_PTR of `engine` (the value stored in
+    /// the vGPU's register file) before new CSB events are written (§5.7).
+    pub fn adopt_csb_ptr(&mut self, engine: EngineId, value: u32) {
+        self.engines[engine.index()].set_reg(regs::CONTEXT_STATUS_PTR, 0x0707_0000 | value);
+    }
+
+    /// The execlist registers of `engine` the guest reads, as (BAR0 offset, value):
+    /// EXECLIST_STATUS, the CSB entries, RING_CONTEXT_STATUS_PTR and RING_HEAD/TAIL. The
+    /// caller stores them in the vGPU's register file after every pipeline call.
+    pub fn mirrored_regs(&self, engine: EngineId) -> Vec<(u32, u32)> {
+        let base = engine.mmio_base();
+        let e = &self.engines[engine.index()];
+        let mut rels = vec![
+            regs::EXECLIST_STATUS_LO,
+            regs::EXECLIST_STATUS_HI,
+            regs::CONTEXT_STATUS_PTR,
+            regs::RING_HEAD,
+            regs::RING_TAIL,
+        ];
+        rels.extend((regs::CSB_BASE..regs::CSB_END).step_by(4));
+        rels.into_iter()
+            .filter_map(|r| Some((base.checked_add(r)?, e.mmio_read(r)?)))
+            .collect()
     }
 
     fn target<'a>(&self, env: &'a PipelineEnv<'_>) -> CsbTarget<'a> {
@@ -224,7 +272,7 @@ impl Pipeline {
                     let mut ex = ExeclistOutput::default();
                     let target = self.target(env);
                     if let Some(engine) = self.engines.get_mut(sub.engine.index()) {
-                        let tail = engine.mmio_read(crate::execlist::regs::RING_TAIL);
+                        let tail = engine.mmio_read(regs::RING_TAIL);
                         engine.complete(
                             sub.token,
                             CompletionStatus::Error,
@@ -298,9 +346,17 @@ impl Pipeline {
                 .translate(root, gma)
                 .map(|l| l.gfn << PAGE_SHIFT | (gma & 0xfff)),
         };
-        let w = self.scanners[sub.engine.index()]
-            .scan(&req, env.mem, &tr)
-            .map_err(|r| WorkloadError::Scan(r.reason))?;
+        let w = match self.scanners[sub.engine.index()].scan(&req, env.mem, &tr) {
+            Ok(w) => w,
+            Err(r) => {
+                // The rejected commands are skipped: the context's head moves to its tail,
+                // as after a reset that drops the guilty request (§5.6).
+                if let Err(e) = write_ring_head(sub.desc.lrca(), tail, env.ggtt, env.mem) {
+                    debug!(owner = self.owner, %e, "head write-back after rejection failed");
+                }
+                return Err(WorkloadError::Scan(r.reason));
+            }
+        };
         self.next_tag = self.next_tag.wrapping_add(1);
         self.next_seqno = self.next_seqno.wrapping_add(1);
         engine.note_inflight(sub.token, key, tail);
@@ -333,6 +389,11 @@ impl Pipeline {
             return; // stale: the engine was reset since
         };
         let mut ex = ExeclistOutput::default();
+        // 1. write back the context head (spec §5.6; after a fault or hang the guilty
+        // request is skipped, as a reset does), 2. collected events.
+        if let Err(e) = write_ring_head(f.lrca, f.tail, env.ggtt, env.mem) {
+            debug!(owner = self.owner, %e, "context head write-back failed");
+        }
         match ev {
             HostEvent::Complete {
                 interrupts,
@@ -340,10 +401,6 @@ impl Pipeline {
                 ..
             } => {
                 self.counters.completed += 1;
-                // 1. write back the context head (spec §5.6), 2. collected events.
-                if let Err(e) = write_ring_head(f.lrca, f.tail, env.ggtt, env.mem) {
-                    debug!(owner = self.owner, %e, "context head write-back failed");
-                }
                 let irq = |kind| GtIrq {
                     engine: f.engine,
                     kind,

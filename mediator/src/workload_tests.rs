@@ -98,18 +98,28 @@ impl Rig {
             tail: 0,
             bad_gma,
         };
-        for (reg, v) in [
-            (regs::RING_MODE, 0x8000_8000),
-            (regs::RING_HWS_PGA, HWSP_GMA as u32),
-            (regs::CONTEXT_STATUS_PTR, 0xffff_0505),
+        let e = EngineId::Bcs;
+        for ev in [
+            VgpuEvent::ExeclistEnable {
+                engine: e,
+                enabled: true,
+            },
+            VgpuEvent::HwsPga {
+                engine: e,
+                gm: HWSP_GMA as u32,
+            },
         ] {
-            let out = rig.write(BASE + reg, v);
+            let out = rig.vgpu_event(ev);
             assert!(out.irqs.is_empty());
         }
+        rig.pipe.adopt_csb_ptr(e, 0x0505);
+        let mirrored = rig.pipe.mirrored_regs(e);
+        assert!(mirrored.contains(&(BASE + regs::CONTEXT_STATUS_PTR, 0x505)));
+        assert!(mirrored.contains(&(BASE + regs::EXECLIST_STATUS_LO, 0)));
         rig
     }
 
-    fn write(&mut self, off: u32, v: u32) -> PipelineOutput {
+    fn vgpu_event(&mut self, ev: VgpuEvent) -> PipelineOutput {
         let mut fx = Effects::new();
         let mut out = PipelineOutput::default();
         let mut env = PipelineEnv {
@@ -118,7 +128,7 @@ impl Rig {
             host: &mut self.host,
             fx: &mut fx,
         };
-        assert!(self.pipe.mmio_write(off, v, &mut env, &mut out));
+        self.pipe.on_vgpu_event(&ev, &mut env, &mut out);
         out
     }
 
@@ -148,13 +158,10 @@ impl Rig {
             self.tail += 4;
         }
         set_context_tail(&self.mem, self.image, self.tail).unwrap();
-        let mut out = PipelineOutput::default();
-        for v in [0, 0, 0x42, CTX_GMA as u32 | 0x119] {
-            let o = self.write(BASE + regs::RING_ELSP, v);
-            out.irqs.extend(o.irqs);
-            out.workloads.extend(o.workloads);
-        }
-        out
+        self.vgpu_event(VgpuEvent::ElspSubmit {
+            engine: EngineId::Bcs,
+            descs: [0x42 << 32 | CTX_GMA | 0x119, 0],
+        })
     }
 
     fn csb_events(&self) -> Vec<u64> {

@@ -54,8 +54,8 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default).
     Run,
-    /// The end-to-end demo on the embedded defaults.
-    Demo,
+    /// The end-to-end demo on the simulated Xen and the software Gen9 engine.
+    Demo(xengt::demo::DemoArgs),
 }
 
 fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
@@ -125,9 +125,9 @@ fn main() {
         .init();
     let result = match cli.command {
         None | Some(Command::Run) => run(&cli),
-        Some(Command::Demo) => Err(anyhow::anyhow!(
-            "the demo is not implemented in this build yet"
-        )),
+        Some(Command::Demo(ref a)) => xengt::demo::run(a)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.passed.then_some(()).context("demo failed")),
     };
     if let Err(e) = result {
         eprintln!("xengtd: error: {e:#}");

@@ -4,7 +4,8 @@
 //!
 //! Guest memory is read exactly once per buffer (copy, then validate the copy), so a guest
 //! that rewrites a batch after the scan changes nothing. Every structural limit is
-//! enforced: batch nesting (two levels, §6.3), chain length and chain loops, total copied
+//! enforced: batch nesting (two levels, §6.3), chain length (a chain loop runs from the
+//! copies and ends in the engine's hang detection), total copied
 //! size, commands truncated by the end of the buffer, ring commands running past the tail.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,7 +71,8 @@ pub enum RejectReason {
     IndexOutOfRange,
     /// A second-level batch started from the ring or from a second-level batch.
     NestingTooDeep,
-    /// A chain of batches that returns to a batch already in the chain.
+    /// A chain into a batch whose copy is still being made (a loop through a call
+    /// that has not finished); loops back to finished copies are accepted.
     ChainLoop,
     /// Too many chain hops.
     TooManyChains,
@@ -379,11 +381,13 @@ impl ScanState<'_> {
         let mut path = Vec::new();
         let mut hops = 0u32;
         let res = loop {
-            if self.in_progress.contains(&key) {
-                break Err(reject(RejectReason::ChainLoop, BufferId::Batch(key), 0, 0));
-            }
+            // A chain back to a batch already copied (a loop, e.g. i915's self-jumping
+            // hang batch) runs from that copy; the engine's hang detection ends it.
             if self.done.contains_key(&key) {
                 break Ok(());
+            }
+            if self.in_progress.contains(&key) {
+                break Err(reject(RejectReason::ChainLoop, BufferId::Batch(key), 0, 0));
             }
             if hops > self.scanner.limits.max_chain {
                 break Err(reject(

@@ -94,7 +94,7 @@ mod tests {
 
     struct Ident;
     impl GttLookup for Ident {
-        fn gm_to_gpa(&self, gm: u64) -> Option<u64> {
+        fn gma_to_gpa(&self, gm: u64) -> Option<u64> {
             Some(gm)
         }
     }

@@ -22,18 +22,9 @@ pub const MAX_HEIGHT: u32 = 4096;
 pub const MAX_PIXELS: u64 = 4096 * 4096;
 
 /// Translation of graphics memory addresses through the vGPU's GGTT (the guest-written
-/// PTEs, §7.3 step 7). Implemented by the core's GGTT; tests use a table.
-pub trait GttLookup {
-    /// The guest-physical address `gm` maps to, or `None` if the PTE is invalid or `gm` is
-    /// outside the vGPU's graphics memory ranges.
-    fn gm_to_gpa(&self, gm: u64) -> Option<u64>;
-}
-
-impl GttLookup for crate::ggtt::Ggtt {
-    fn gm_to_gpa(&self, gm: u64) -> Option<u64> {
-        self.translate(gm)
-    }
-}
+/// PTEs, §7.3 step 7): the crate's one GGTT lookup trait, implemented by the core's
+/// [`crate::ggtt::Ggtt`]; tests use a table.
+pub use crate::execlist::GgttLookup as GttLookup;
 
 /// Why a plane could not be decoded or read.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

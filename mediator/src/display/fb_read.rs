@@ -102,7 +102,7 @@ impl Pages<'_> {
     }
 
     fn fetch(&self, gm_page: u64) -> Option<Box<[u8]>> {
-        let gpa = self.gtt.gm_to_gpa(gm_page)?;
+        let gpa = self.gtt.gma_to_gpa(gm_page)?;
         if gpa % PAGE_SIZE != 0 {
             return None;
         }

@@ -14,7 +14,7 @@ use crate::memory::{GuestMemory, VecMemory, PAGE_SIZE};
 struct TableGtt(HashMap<u64, u64>);
 
 impl GttLookup for TableGtt {
-    fn gm_to_gpa(&self, gm: u64) -> Option<u64> {
+    fn gma_to_gpa(&self, gm: u64) -> Option<u64> {
         let page = self.0.get(&(gm & !0xFFF))?;
         Some(page + (gm & 0xFFF))
     }

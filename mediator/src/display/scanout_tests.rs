@@ -12,7 +12,7 @@ use crate::memory::{GuestMemory, VecMemory};
 /// Identity-offset GGTT: GM page n → guest frame n + 16.
 struct Offset;
 impl GttLookup for Offset {
-    fn gm_to_gpa(&self, gm: u64) -> Option<u64> {
+    fn gma_to_gpa(&self, gm: u64) -> Option<u64> {
         gm.checked_add(16 * 4096)
     }
 }

@@ -128,35 +128,6 @@ impl ElspPair {
     }
 }
 
-/// The 2-bit write index and four dword slots of one engine's ELSP port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ElspLatch {
-    slots: [u32; 4],
-    index: u8,
-}
-
-impl ElspLatch {
-    /// Stores write *k* in slot [3 − k]; on the fourth write returns (desc0, desc1) and
-    /// wraps the index to 0.
-    pub fn push(&mut self, value: u32) -> Option<(u64, u64)> {
-        let k = usize::from(self.index & 3);
-        if let Some(slot) = self.slots.get_mut(3 - k) {
-            *slot = value;
-        }
-        self.index = (self.index + 1) & 3;
-        if self.index != 0 {
-            return None;
-        }
-        let [lo0, hi0, lo1, hi1] = self.slots.map(u64::from);
-        Some((hi0 << 32 | lo0, hi1 << 32 | lo1))
-    }
-
-    /// Forgets a partial submission (engine or GPU reset).
-    pub fn reset(&mut self) {
-        *self = Self::default();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,26 +143,6 @@ mod tests {
         assert!(d.ppgtt());
         assert_eq!(d.lrca(), 0x41fe_6000);
         assert_eq!(d.context_id(), 0x20);
-    }
-
-    #[test]
-    fn latch_assembles_pair_in_write_order() {
-        let mut l = ElspLatch::default();
-        assert_eq!(l.push(0), None); // elem1 hi
-        assert_eq!(l.push(0), None); // elem1 lo
-        assert_eq!(l.push(0x20), None); // elem0 hi
-        assert_eq!(l.push(0x41fe_651d), Some((0x20_41fe_651d, 0)));
-        // wraps: a second pair with two elements
-        l.push(0x7);
-        l.push(0x5119);
-        l.push(0x6);
-        assert_eq!(l.push(0x4119), Some((0x6_0000_4119, 0x7_0000_5119)));
-        l.push(1);
-        l.reset();
-        l.push(0);
-        l.push(0);
-        l.push(0);
-        assert_eq!(l.push(0x119), Some((0x119, 0)));
     }
 
     #[test]

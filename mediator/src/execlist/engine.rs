@@ -106,14 +106,8 @@ mod tests {
         assert_eq!(b(EngineId::Rcs, IrqKind::CsError), (0, 3));
         // Agrees with the interrupt tree's own engine mapping.
         use crate::irq::{EngineIrq, IrqEvent};
-        use crate::mmio::engines::Engine;
-        let pairs = [
-            (EngineId::Rcs, Engine::Rcs),
-            (EngineId::Bcs, Engine::Bcs),
-            (EngineId::Vcs, Engine::Vcs0),
-            (EngineId::Vecs, Engine::Vecs),
-        ];
-        for (mine, theirs) in pairs {
+        for mine in EngineId::ALL {
+            let theirs = mine;
             let ev: IrqEvent = GtIrq {
                 engine: mine,
                 kind: IrqKind::ContextSwitch,

@@ -1,4 +1,4 @@
-//! Execlist submission emulation (spec §5): per-engine ELSP latch, context descriptors,
+//! Execlist submission emulation (spec §5): context descriptors,
 //! the logical ring context image, the context-status buffer and EXECLIST_STATUS.
 //!
 //! Everything here is a pure state machine over copied guest data. Guest memory is reached
@@ -14,7 +14,7 @@ mod state;
 
 pub use context::{write_ring_head, ContextError, ContextImage, ContextKey};
 pub use csb::{Csb, CsbEvent, HwspWrite};
-pub use descriptor::{AddressingMode, ContextDescriptor, ElspError, ElspLatch, ElspPair};
+pub use descriptor::{AddressingMode, ContextDescriptor, ElspError, ElspPair};
 pub use engine::{engine_from_mmio, gt_bank, irq_shift, EngineId, GtIrq, IrqKind};
 pub use state::{
     CompletionStatus, CsbTarget, ElementToken, ExeclistCounters, ExeclistEngine, ExeclistOutput,
@@ -30,6 +30,9 @@ pub trait GgttLookup {
     /// Guest-physical address of graphics address `gma`.
     fn gma_to_gpa(&self, gma: u64) -> Option<u64>;
 }
+
+// The ELSP four-write latch lives in the vGPU's register model (`crate::vgpu`), which emits
+// `VgpuEvent::ElspSubmit`; [`ExeclistEngine::submit`] takes the assembled pair.
 
 /// Per-engine register offsets (from the engine base) this module emulates (spec §5.1).
 pub mod regs {

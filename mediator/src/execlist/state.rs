@@ -14,7 +14,7 @@ use crate::memory::GuestMemory;
 
 use super::context::ContextKey;
 use super::csb::{Csb, CsbEvent, HwspWrite};
-use super::descriptor::{ContextDescriptor, ElspError, ElspLatch, ElspPair};
+use super::descriptor::{ContextDescriptor, ElspError, ElspPair};
 use super::engine::{EngineId, GtIrq, IrqKind};
 use super::{masked_update, regs, GgttLookup};
 
@@ -114,7 +114,6 @@ pub struct ExeclistEngine {
     hws_pga: u32,
     ring_head: u32,
     ring_tail: u32,
-    latch: ElspLatch,
     csb: Csb,
     active: Option<Active>,
     pending: Option<ElspPair>,
@@ -132,7 +131,6 @@ impl ExeclistEngine {
             hws_pga: 0,
             ring_head: 0,
             ring_tail: 0,
-            latch: ElspLatch::default(),
             csb: Csb::default(),
             active: None,
             pending: None,
@@ -205,32 +203,20 @@ impl ExeclistEngine {
         })
     }
 
-    /// Serves a 32-bit write of an owned register. ELSP writes may accept a pair, which
-    /// writes CSB entries through `target` and fills `out`. Returns `Err` only for a
-    /// refused ELSP pair (already counted); `Ok(false)` if `rel` is not owned.
-    pub fn mmio_write(
-        &mut self,
-        rel: u32,
-        value: u32,
-        target: CsbTarget<'_>,
-        out: &mut ExeclistOutput,
-    ) -> Result<bool, ElspError> {
+    /// Mirrors a register value the guest wrote into the vGPU's register file (RING_MODE,
+    /// RING_HWS_PGA, RING_CONTEXT_STATUS_PTR, RING_HEAD/TAIL). ELSP is not a register here:
+    /// the vGPU latches the four writes and hands the pair to [`Self::submit`]. Returns
+    /// `false` if `rel` is not one of those registers.
+    pub fn set_reg(&mut self, rel: u32, value: u32) -> bool {
         match rel {
             regs::RING_TAIL => self.ring_tail = value,
             regs::RING_HEAD => self.ring_head = value,
             regs::RING_HWS_PGA => self.hws_pga = value & !0xfff,
             regs::RING_MODE => self.ring_mode = masked_update(self.ring_mode, value),
             regs::CONTEXT_STATUS_PTR => self.csb.ptr_write(value),
-            regs::RING_ELSP => {
-                if let Some((d0, d1)) = self.latch.push(value) {
-                    self.submit(d0, d1, target, out)?;
-                }
-            }
-            regs::EXECLIST_STATUS_LO | regs::EXECLIST_STATUS_HI => {}
-            r if (regs::CSB_BASE..=regs::CSB_END).contains(&r) => {}
-            _ => return Ok(false),
+            _ => return false,
         }
-        Ok(true)
+        true
     }
 
     /// Accepts (or refuses) a descriptor pair as if written through ELSP.
@@ -375,7 +361,6 @@ impl ExeclistEngine {
     /// pending pairs and any partial ELSP write; in-flight completions become stale.
     /// The CSB pointer and registers keep their values: the guest resets them itself.
     pub fn reset(&mut self) {
-        self.latch.reset();
         self.active = None;
         self.pending = None;
         self.inflight.clear();

@@ -14,14 +14,11 @@ const HWSP: u32 = 0x1000_3000;
 
 fn enabled(mem: &VecMemory) -> ExeclistEngine {
     let mut e = ExeclistEngine::new(EngineId::Bcs);
-    let mut out = ExeclistOutput::default();
-    let t = target(mem);
-    e.mmio_write(regs::RING_MODE, 0x8000_8000, t, &mut out)
-        .unwrap();
-    e.mmio_write(regs::RING_HWS_PGA, HWSP, t, &mut out).unwrap();
-    e.mmio_write(regs::CONTEXT_STATUS_PTR, 0xffff_0505, t, &mut out)
-        .unwrap();
-    assert!(out.irqs.is_empty() && out.submissions.is_empty());
+    let _ = mem;
+    assert!(e.set_reg(regs::RING_MODE, 0x8000_8000));
+    assert!(e.set_reg(regs::RING_HWS_PGA, HWSP));
+    assert!(e.set_reg(regs::CONTEXT_STATUS_PTR, 0xffff_0505));
+    assert!(!e.set_reg(regs::RING_ELSP, 0));
     e
 }
 
@@ -35,9 +32,7 @@ fn target(mem: &VecMemory) -> CsbTarget<'_> {
 
 fn elsp(e: &mut ExeclistEngine, mem: &VecMemory, d0: u64, d1: u64) -> ExeclistOutput {
     let mut out = ExeclistOutput::default();
-    for v in [d1 >> 32, d1 & 0xffff_ffff, d0 >> 32, d0 & 0xffff_ffff] {
-        let _ = e.mmio_write(regs::RING_ELSP, v as u32, target(mem), &mut out);
-    }
+    let _ = e.submit(d0, d1, target(mem), &mut out);
     out
 }
 

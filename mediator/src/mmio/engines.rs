@@ -1,63 +1,8 @@
 //! Per-engine registers of the four GT2 engines (spec §5.1, §3.5, §3.9).
 
-use serde::{Deserialize, Serialize};
-
 use crate::regs::{RegKind, RegSpec};
 
-/// A GT2 command streamer. VCS1 (GT3/GT4 only) is not modelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Engine {
-    /// Render (RCS0), base 02000.
-    Rcs,
-    /// Blitter (BCS0), base 22000.
-    Bcs,
-    /// Video decode (VCS0), base 12000.
-    Vcs0,
-    /// Video enhancement (VECS0), base 1A000.
-    Vecs,
-}
-
-impl Engine {
-    /// All engines, in i915's order.
-    pub const ALL: [Engine; 4] = [Engine::Rcs, Engine::Bcs, Engine::Vcs0, Engine::Vecs];
-
-    /// MMIO base of the engine's register block.
-    pub const fn base(self) -> u32 {
-        match self {
-            Engine::Rcs => 0x0_2000,
-            Engine::Bcs => 0x2_2000,
-            Engine::Vcs0 => 0x1_2000,
-            Engine::Vecs => 0x1_A000,
-        }
-    }
-
-    /// Short name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Engine::Rcs => "rcs0",
-            Engine::Bcs => "bcs0",
-            Engine::Vcs0 => "vcs0",
-            Engine::Vecs => "vecs0",
-        }
-    }
-
-    /// GDRST bit that resets this engine (§3.5).
-    pub const fn gdrst_bit(self) -> u32 {
-        match self {
-            Engine::Rcs => 1 << 1,
-            Engine::Vcs0 => 1 << 2,
-            Engine::Bcs => 1 << 3,
-            Engine::Vecs => 1 << 4,
-        }
-    }
-
-    /// The engine whose register block contains `offset`, if any.
-    pub fn from_offset(offset: u32) -> Option<Engine> {
-        Engine::ALL
-            .into_iter()
-            .find(|e| (e.base()..e.base() + 0x1000).contains(&offset))
-    }
-}
+pub use crate::host::EngineId;
 
 /// Offsets inside an engine block.
 pub mod reg {
@@ -119,7 +64,7 @@ fn masked(offset: u32, reset: u32, writable: u32, kind: RegKind, section: &'stat
 }
 
 /// Rows for one engine.
-pub fn engine_rows(e: Engine) -> Vec<RegSpec> {
+pub fn engine_rows(e: EngineId) -> Vec<RegSpec> {
     let b = e.base();
     let mut v = vec![
         // §5.1 ring registers: read-back storage.
@@ -194,5 +139,5 @@ pub fn engine_rows(e: Engine) -> Vec<RegSpec> {
 
 /// Rows for all engines.
 pub fn rows() -> Vec<RegSpec> {
-    Engine::ALL.into_iter().flat_map(engine_rows).collect()
+    EngineId::ALL.into_iter().flat_map(engine_rows).collect()
 }

@@ -9,7 +9,7 @@ pub mod de;
 pub mod engines;
 pub mod gt;
 
-pub use engines::Engine;
+pub use engines::EngineId;
 
 use crate::regs::{RegSpec, RegTable};
 

@@ -38,6 +38,10 @@ pub struct SwConfig {
     /// Low GM kept by the host itself at the bottom of the aperture (so vGPU windows start
     /// above 0 and guests exercise ballooning, §3.3).
     pub host_low_reserved: u64,
+    /// High GM kept by the host right above the aperture.
+    pub host_high_reserved: u64,
+    /// Fence registers kept by the host (the first ones).
+    pub host_fences: u32,
     /// Execution costs.
     pub cost: CostModel,
     /// Shadow PPGTTs per owner.
@@ -55,8 +59,32 @@ impl Default for SwConfig {
                 engines: EngineId::ALL.to_vec(),
             },
             host_low_reserved: 64 << 20,
+            host_high_reserved: 0,
+            host_fences: 0,
             cost: CostModel::default(),
             max_ppgtts_per_owner: 64,
+        }
+    }
+}
+
+impl SwConfig {
+    /// A software GPU that partitions exactly like [`crate::partition::Partitioner`] does
+    /// for `host` (same aperture, GGTT, fences and host reserves), so the windows the
+    /// host reserves match the vGPU manager's allocations.
+    pub fn for_host(host: &crate::partition::HostDescription) -> Self {
+        let d = Self::default();
+        Self {
+            info: HostInfo {
+                device_id: host.device_id,
+                ggtt_size: host.ggtt_size,
+                aperture_size: host.aperture_size,
+                fence_count: host.fence_count,
+                engines: d.info.engines.clone(),
+            },
+            host_low_reserved: host.host_low_reserve,
+            host_high_reserved: host.host_high_reserve,
+            host_fences: host.host_fences,
+            ..d
         }
     }
 }

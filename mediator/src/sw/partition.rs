@@ -33,14 +33,14 @@ impl Partitions {
         (end <= hi).then_some(GmRange { start: cur, size })
     }
 
-    fn fit_fences(&self, total: u32, n: u32) -> Option<u32> {
+    fn fit_fences(&self, first: u32, total: u32, n: u32) -> Option<u32> {
         let mut taken: Vec<(u32, u32)> = self
             .by_owner
             .values()
             .map(|r| (r.fence_base, r.fence_count))
             .collect();
         taken.sort_unstable();
-        let mut cur = 0u32;
+        let mut cur = first;
         for (b, c) in taken {
             if b >= cur && b - cur >= n {
                 break;
@@ -75,14 +75,18 @@ impl HostPartition for SwGpu {
             start: 0,
             size: self.cfg.host_low_reserved,
         });
-        let highs: Vec<GmRange> = self.part.by_owner.values().map(|r| r.high).collect();
+        let mut highs: Vec<GmRange> = self.part.by_owner.values().map(|r| r.high).collect();
+        highs.push(GmRange {
+            start: info.aperture_size,
+            size: self.cfg.host_high_reserved,
+        });
         let low = Partitions::fit(&lows, 0, info.aperture_size, req.low_size)
             .ok_or(room("low (mappable) GM"))?;
         let high = Partitions::fit(&highs, info.aperture_size, info.ggtt_size, req.high_size)
             .ok_or(room("high GM"))?;
         let fence_base = self
             .part
-            .fit_fences(info.fence_count, req.fences)
+            .fit_fences(self.cfg.host_fences, info.fence_count, req.fences)
             .ok_or(room("fences"))?;
         let res = Reservation {
             low,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::mmio::Engine;
+use crate::mmio::EngineId;
 use crate::pvinfo::G2vEvent;
 
 /// Bound on queued events; further events are dropped and counted.
@@ -17,21 +17,21 @@ pub enum VgpuEvent {
     /// element 1 (0 = "only one context"). Not validated here.
     ElspSubmit {
         /// The engine.
-        engine: Engine,
+        engine: EngineId,
         /// Element 0 and element 1 descriptors.
         descs: [u64; 2],
     },
     /// RING_MODE RUN_LIST_ENABLE changed (§5.2).
     ExeclistEnable {
         /// The engine.
-        engine: Engine,
+        engine: EngineId,
         /// New state.
         enabled: bool,
     },
     /// RING_HWS_PGA written with this graphics address (§5.1).
     HwsPga {
         /// The engine.
-        engine: Engine,
+        engine: EngineId,
         /// GGTT address of the status page.
         gm: u32,
     },

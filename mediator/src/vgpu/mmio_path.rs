@@ -7,7 +7,7 @@ use crate::ggtt::{GgttDrop, GgttWrite};
 use crate::irq;
 use crate::memory::PAGE_SIZE;
 use crate::mmio::gt::{FENCE_BASE, GDRST_FULL, GDRST_GUC, GUC_STATUS};
-use crate::mmio::Engine;
+use crate::mmio::EngineId;
 use crate::pvinfo::{self, PvinfoWrite};
 use crate::regs::RegKind;
 
@@ -258,7 +258,7 @@ impl Vgpu {
     }
 
     /// ELSP four-write protocol (§5.3): write k goes to slot 3 − k.
-    fn elsp_write(&mut self, e: Engine, value: u32) {
+    fn elsp_write(&mut self, e: EngineId, value: u32) {
         let latch = &mut self.state.elsp[engine_index(e)];
         let slot = 3 - usize::from(latch.index & 3);
         latch.slots[slot] = value;
@@ -288,7 +288,7 @@ impl Vgpu {
             self.state.regs.reset(&self.table, 0..irq::MASTER_IRQ);
         }
         let mut engines = [false; 4];
-        for e in Engine::ALL {
+        for e in EngineId::ALL {
             if full || value & e.gdrst_bit() != 0 {
                 let i = engine_index(e);
                 engines[i] = true;

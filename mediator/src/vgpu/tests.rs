@@ -145,7 +145,7 @@ fn interrupts_send_msi_only_when_enabled() {
     wr(&mut v, BAR0 + 0x4_430c, 0x0909_0909, 4);
     wr(&mut v, BAR0 + 0x4_4304, !0x0909_0909u32 as u64, 4);
     wr(&mut v, BAR0 + 0x4_4200, 0x8000_0000, 4);
-    let ev = IrqEvent::engine(Engine::Rcs, EngineIrq::ContextSwitch);
+    let ev = IrqEvent::engine(EngineId::Rcs, EngineIrq::ContextSwitch);
     let mut fx = Effects::new();
     assert!(!v.raise_irq(ev, &mut fx), "MSI disabled");
     assert!(fx.is_empty());
@@ -276,22 +276,22 @@ fn replays_probe_expectations_from_recipe_traces() {
         },
         VgpuEvent::G2v(G2vEvent::PpgttL4Create { pml4: 0x0210_6000 }),
         VgpuEvent::ExeclistEnable {
-            engine: Engine::Rcs,
+            engine: EngineId::Rcs,
             enabled: true,
         },
         VgpuEvent::HwsPga {
-            engine: Engine::Rcs,
+            engine: EngineId::Rcs,
             gm: 0x4fff_e000,
         },
         VgpuEvent::ElspSubmit {
-            engine: Engine::Rcs,
+            engine: EngineId::Rcs,
             descs: [0x20_4ffe_651d, 0],
         },
         VgpuEvent::GgttFlush,
         VgpuEvent::DisplayReady(1),
     ];
     assert_eq!(events, expect);
-    assert!(v.execlists_enabled(Engine::Rcs));
+    assert!(v.execlists_enabled(EngineId::Rcs));
     assert!(!v.state().failsafe);
     assert_eq!(v.counters().fence_out_of_range, 2);
 }
