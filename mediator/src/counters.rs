@@ -58,4 +58,16 @@ pub struct VgpuCounters {
     pub failsafe_entries: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
+    /// RAM-backed GGTT: syncs of the PTE window (flush, submission, scanout).
+    #[serde(default)]
+    pub ggtt_ram_syncs: u64,
+    /// RAM-backed GGTT: pages of PTEs copied out of guest RAM.
+    #[serde(default)]
+    pub ggtt_ram_pages_read: u64,
+    /// RAM-backed GGTT: entries found changed (each then counted like a trapped write).
+    #[serde(default)]
+    pub ggtt_ram_entries_changed: u64,
+    /// RAM-backed GGTT: pages that could not be read.
+    #[serde(default)]
+    pub ggtt_ram_read_errors: u64,
 }

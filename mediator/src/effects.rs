@@ -1,7 +1,7 @@
 //! Side effects a device asks the platform to perform, returned as data.
 //!
 //! Devices never call the hypervisor. A BAR reprogramming, an MSI, or a request to
-//! write-protect a page-table frame is pushed onto an [`Effects`] list; the backend
+//! write-protect a page-table frame, or a range to back with RAM, is pushed onto an [`Effects`] list; the backend
 //! (real Xen or the simulated one) applies the list after the access completes.
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,13 @@ pub enum Effect {
     /// Write-protect (`true`) or release (`false`) one guest frame: guest writes to a
     /// protected frame arrive as MMIO write requests and are not committed by the platform.
     WriteProtect { gfn: u64, protect: bool },
+    /// Make `range` (page-aligned guest-physical, normally inside the MMIO hole) ordinary
+    /// RAM of the guest, zero-filled, that the guest reads and writes without trapping
+    /// and the device reads through its guest memory (RAM-backed GGTT window,
+    /// [`crate::ggtt_ram`]).
+    PopulateRam { range: GuestRange },
+    /// Remove RAM added by [`Effect::PopulateRam`] from the guest again.
+    ReleaseRam { range: GuestRange },
 }
 
 /// An ordered list of effects collected during one or more accesses.

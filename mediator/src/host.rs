@@ -165,6 +165,20 @@ pub struct ReserveRequest {
     /// The owner's RAM. A real host uses the owner id to translate frames to MFNs and may
     /// ignore this; the software engine reaches guest RAM only through it.
     pub memory: Arc<dyn GuestMemory>,
+    /// Place exactly here instead of first fit (a vGPU re-created where its guest already
+    /// ballooned); refused with `NoRoom` if any part is taken or outside its pool.
+    pub at: Option<ReserveAt>,
+}
+
+/// An exact placement for [`ReserveRequest::at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReserveAt {
+    /// First byte of the low (mappable) window.
+    pub low_start: u64,
+    /// First byte of the high window.
+    pub high_start: u64,
+    /// First fence.
+    pub fence_base: u32,
 }
 
 impl fmt::Debug for ReserveRequest {

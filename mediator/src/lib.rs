@@ -15,6 +15,7 @@ pub mod display;
 pub mod effects;
 pub mod execlist;
 pub mod ggtt;
+pub mod ggtt_ram;
 pub mod guest;
 pub mod guest_port;
 pub mod gvt;

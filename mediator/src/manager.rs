@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::memory::GuestMemory;
-use crate::partition::{HostDescription, PartitionError, Partitioner};
+use crate::partition::{Allocation, HostDescription, PartitionError, Partitioner};
 use crate::vgpu::{Vgpu, VgpuConfig, DEFAULT_SBDF};
 use crate::vtypes::{self, TypeInfo, VgpuType, VtypeError};
 
@@ -67,6 +67,9 @@ pub struct CreateRequest {
     pub sbdf: u32,
     /// Headless (all pipes fused off) or with display.
     pub headless: bool,
+    /// GGTT PTE window trapped (default) or backed by guest RAM ([`crate::ggtt_ram`]).
+    #[serde(default)]
+    pub ggtt_backing: crate::ggtt_ram::GgttBacking,
 }
 
 impl CreateRequest {
@@ -76,6 +79,7 @@ impl CreateRequest {
             size: SizeRequest::Type(name.to_string()),
             sbdf: DEFAULT_SBDF,
             headless: true,
+            ggtt_backing: crate::ggtt_ram::GgttBacking::Trapped,
         }
     }
 
@@ -89,6 +93,7 @@ impl CreateRequest {
             },
             sbdf: DEFAULT_SBDF,
             headless: true,
+            ggtt_backing: crate::ggtt_ram::GgttBacking::Trapped,
         }
     }
 }
@@ -145,6 +150,26 @@ impl VgpuManager {
         request: &CreateRequest,
         mem: Arc<dyn GuestMemory>,
     ) -> Result<VgpuId, ManagerError> {
+        self.create_inner(request, None, mem)
+    }
+
+    /// Like [`VgpuManager::create`], but at exactly `at` (a vGPU re-created where its
+    /// guest's PVINFO ballooning already put it). `at` must have the request's sizes.
+    pub fn create_at(
+        &mut self,
+        request: &CreateRequest,
+        at: &Allocation,
+        mem: Arc<dyn GuestMemory>,
+    ) -> Result<VgpuId, ManagerError> {
+        self.create_inner(request, Some(at), mem)
+    }
+
+    fn create_inner(
+        &mut self,
+        request: &CreateRequest,
+        at: Option<&Allocation>,
+        mem: Arc<dyn GuestMemory>,
+    ) -> Result<VgpuId, ManagerError> {
         if self.vgpus.len() >= MAX_VGPUS {
             return Err(ManagerError::TooMany { limit: MAX_VGPUS });
         }
@@ -156,14 +181,24 @@ impl VgpuManager {
                 fences,
             } => vtypes::custom(self.host(), *low_mib, *high_mib, *fences)?,
         };
-        let allocation = self
-            .partitioner
-            .allocate(ty.low_gm, ty.high_gm, ty.fences)?;
+        let allocation = match at {
+            None => self
+                .partitioner
+                .allocate(ty.low_gm, ty.high_gm, ty.fences)?,
+            Some(a) => {
+                if (a.low.size, a.high.size, a.fences.count) != (ty.low_gm, ty.high_gm, ty.fences) {
+                    return Err(PartitionError::NotAllocated(*a).into());
+                }
+                self.partitioner.reserve(a)?;
+                *a
+            }
+        };
         let id = self.next_id();
         let mut config = VgpuConfig::new(id.0, &ty.name, allocation, ty.weight);
         config.device_id = self.host().device_id;
         config.sbdf = request.sbdf;
         config.headless = request.headless;
+        config.ggtt_backing = request.ggtt_backing;
         let vgpu = Vgpu::new(config, self.partitioner.host(), mem);
         tracing::info!(id = id.0, ty = %ty.name, ?allocation, "vGPU created");
         self.vgpus.insert(id, vgpu);
@@ -231,6 +266,29 @@ mod tests {
         assert_eq!(avail(&m, "xengt_V5_4"), before);
         assert_eq!(m.destroy(a).unwrap_err(), ManagerError::NotFound(a));
         assert!(m.list().is_empty());
+    }
+
+    #[test]
+    fn create_at_reuses_an_exact_placement_or_names_the_clash() {
+        let mut m = VgpuManager::new(HostDescription::default(), vtypes::builtin_types()).unwrap();
+        let req = CreateRequest::of_type("xengt_V5_4");
+        let a = m.create(&req, mem()).unwrap();
+        let at = m.get(a).unwrap().config().allocation;
+        // Taken: refused, nothing leaked.
+        let before = avail(&m, "xengt_V5_8");
+        assert!(matches!(
+            m.create_at(&req, &at, mem()),
+            Err(ManagerError::Partition(PartitionError::LowExhausted { .. }))
+        ));
+        assert_eq!(avail(&m, "xengt_V5_8"), before);
+        m.destroy(a).unwrap();
+        let b = m.create_at(&req, &at, mem()).unwrap();
+        assert_eq!(m.get(b).unwrap().config().allocation, at);
+        // Sizes that do not match the type are refused.
+        m.destroy(b).unwrap();
+        let small = CreateRequest::of_type("xengt_V5_8");
+        assert!(m.create_at(&small, &at, mem()).is_err());
+        assert_eq!(avail(&m, "xengt_V5_4"), 3);
     }
 
     #[test]

@@ -250,6 +250,20 @@ impl RangeAlloc {
         Some(base)
     }
 
+    /// Takes exactly `[base, base + len)` if it lies inside one free gap.
+    fn reserve(&mut self, base: u64, len: u64) -> bool {
+        let Some(end) = base.checked_add(len) else {
+            return false;
+        };
+        let fits = self
+            .gaps()
+            .any(|(b, l)| b <= base && b.checked_add(l).is_some_and(|e| end <= e));
+        if fits {
+            self.used.insert(base, len);
+        }
+        fits
+    }
+
     fn holds(&self, base: u64, len: u64) -> bool {
         self.used.get(&base) == Some(&len)
     }
@@ -374,6 +388,43 @@ impl Partitioner {
                 count: fences,
             },
         })
+    }
+
+    /// Takes exactly the windows and fences of `a` (e.g. a vGPU re-created at the
+    /// placement its guest already ballooned around), all or nothing. Fails with the
+    /// resource that is taken or outside its pool.
+    pub fn reserve(&mut self, a: &Allocation) -> Result<(), PartitionError> {
+        check_size("low GM", a.low.size)?;
+        check_size("high GM", a.high.size)?;
+        if a.low.base % GM_PAGE != 0 || a.high.base % GM_PAGE != 0 {
+            return Err(PartitionError::NotAllocated(*a));
+        }
+        if !self.low.reserve(a.low.base, a.low.size) {
+            return Err(PartitionError::LowExhausted {
+                requested: a.low.size,
+                largest_free: self.low.largest_free(),
+            });
+        }
+        if !self.high.reserve(a.high.base, a.high.size) {
+            self.low.free(a.low.base);
+            return Err(PartitionError::HighExhausted {
+                requested: a.high.size,
+                largest_free: self.high.largest_free(),
+            });
+        }
+        if a.fences.count > 0
+            && !self
+                .fences
+                .reserve(u64::from(a.fences.base), u64::from(a.fences.count))
+        {
+            self.low.free(a.low.base);
+            self.high.free(a.high.base);
+            return Err(PartitionError::FencesExhausted {
+                requested: a.fences.count,
+                largest_free: u32::try_from(self.fences.largest_free()).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(())
     }
 
     /// Returns everything `a` holds.

@@ -78,6 +78,13 @@ pub enum RegKind {
     /// GFX_FLSH_CNTL 101008: GGTT TLB flush doorbell; dispatched so a host-GGTT shadow can
     /// sync (§4.6).
     GgttFlush,
+    /// RING_TIMESTAMP (base+358 low, base+35C high): a free-running 12 MHz counter
+    /// (CTC_MODE 0, §3.9). Read-only; the vGPU computes it from its own monotonic clock,
+    /// so it advances (user space reads it through I915_REG_READ for GL timestamps).
+    Timestamp {
+        /// The upper dword.
+        high: bool,
+    },
     /// Display power-well control (HSW_PWR_WELL_CTL1..4, 45400..4540C): every state bit
     /// (even) follows its request bit (odd), so power-well enables complete at once. Needed
     /// even headless (recipe §6: i915 6.1 polls it unconditionally).

@@ -14,9 +14,11 @@
 //! The device state is the plain-data [`VgpuState`] (serde), so it can be saved and
 //! restored. Work for other subsystems is queued as [`VgpuEvent`]s.
 
+mod clock_regs;
 mod display_path;
 mod events;
 mod mmio_path;
+mod ram_path;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -30,6 +32,7 @@ use crate::bus::{AccessRules, Bus, GuestRange, IoHandler, Space};
 use crate::counters::VgpuCounters;
 use crate::effects::{Effect, Effects};
 use crate::ggtt::{Ggtt, GGTT_BAR_OFFSET, GGTT_WINDOW_SIZE};
+use crate::ggtt_ram::{GgttBacking, RamGgtt};
 use crate::irq::{self, IrqEvent};
 use crate::memory::GuestMemory;
 use crate::mmio::{self, EngineId, MmioParams};
@@ -60,6 +63,10 @@ pub struct VgpuConfig {
     pub headless: bool,
     /// Scheduler weight.
     pub weight: u32,
+    /// How the GGTT PTE window is backed ([`crate::ggtt_ram`]): trapped (default) or
+    /// guest RAM (HVM guests running i915).
+    #[serde(default)]
+    pub ggtt_backing: GgttBacking,
 }
 
 impl VgpuConfig {
@@ -74,6 +81,7 @@ impl VgpuConfig {
             caps: pvinfo::DEFAULT_CAPS,
             headless: true,
             weight,
+            ggtt_backing: GgttBacking::Trapped,
         }
     }
 
@@ -141,6 +149,10 @@ pub struct Vgpu {
     mem: Arc<dyn GuestMemory>,
     state: VgpuState,
     routes: Bus<Region>,
+    /// The RAM-backed PTE window, while populated (RAM mode only).
+    ram_ggtt: Option<RamGgtt>,
+    /// Origin of RING_TIMESTAMP.
+    epoch: std::time::Instant,
 }
 
 impl fmt::Debug for Vgpu {
@@ -169,6 +181,8 @@ impl Vgpu {
             mem,
             state,
             routes: Bus::new(),
+            ram_ggtt: None,
+            epoch: std::time::Instant::now(),
             config,
         }
     }
@@ -183,6 +197,7 @@ impl Vgpu {
         let mut v = Self::new(config, host, mem);
         v.state = state;
         v.rebuild_routes();
+        v.restore_ram_ggtt();
         v
     }
 
@@ -209,7 +224,11 @@ impl Vgpu {
     /// mapped BARs and queues [`VgpuEvent::DeviceReset`].
     pub fn reset(&mut self, fx: &mut Effects) {
         let counters = self.state.counters;
-        self.state.pci.reset(fx);
+        let before = self.state.pci.trapped(BarId::Bar0);
+        let mut local = Effects::new();
+        self.state.pci.reset(&mut local);
+        self.route_bar_effects(before, local, fx);
+        self.release_ram_ggtt(fx);
         let mut fresh = Self::fresh_state(&self.config, self.aperture_size, &self.table);
         fresh.counters = counters;
         self.state = fresh;
@@ -318,6 +337,12 @@ impl Vgpu {
         let mut bus = Bus::new();
         if let Some(bar0) = self.state.pci.trapped(BarId::Bar0) {
             let base = bar0.base();
+            // In RAM mode the PTE window is guest RAM, not routed here.
+            let ptes = if self.config.ggtt_backing == GgttBacking::Trapped {
+                GGTT_WINDOW_SIZE
+            } else {
+                0
+            };
             let parts = [
                 (0, u64::from(MMIO_SIZE), Region::Registers, AccessRules::ANY),
                 (
@@ -326,12 +351,7 @@ impl Vgpu {
                     Region::Unused,
                     AccessRules::ANY,
                 ),
-                (
-                    GGTT_BAR_OFFSET,
-                    GGTT_WINDOW_SIZE,
-                    Region::GgttWindow,
-                    AccessRules::ANY,
-                ),
+                (GGTT_BAR_OFFSET, ptes, Region::GgttWindow, AccessRules::ANY),
             ];
             for (off, len, region, rules) in parts {
                 if let Some(r) = base.checked_add(off).and_then(|b| GuestRange::new(b, len)) {
@@ -367,7 +387,10 @@ impl Vgpu {
             self.state.pci.read(reg, d)
         } else if let Some(d) = write {
             self.state.counters.pci_writes += 1;
-            let ok = self.state.pci.write(reg, d, fx);
+            let before = self.state.pci.trapped(BarId::Bar0);
+            let mut local = Effects::new();
+            let ok = self.state.pci.write(reg, d, &mut local);
+            self.route_bar_effects(before, local, fx);
             self.rebuild_routes();
             ok
         } else {

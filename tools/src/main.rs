@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 use xengt::config::DaemonConfig;
-use xengt::proto::{Op, StatusInfo, TypeInfo, VgpuInfo};
+use xengt::proto::{base64_decode, Op, ScreenshotInfo, StatusInfo, TypeInfo, VgpuInfo};
 
 use client::{call, CallError};
 
@@ -180,17 +180,23 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }),
         Cmd::Types => output(cli.json, call(sock, Op::Types, t)?, |l: Vec<TypeInfo>| {
             println!(
-                "{:<10}  {:>7}  {:>8}  {:>6}  {:>9}  {:>9}",
-                "TYPE", "LOW_MiB", "HIGH_MiB", "FENCES", "EDID", "AVAILABLE"
+                "{:<10}  {:>7}  {:>8}  {:>6}  {:>9}  {:>9}  {:>9}",
+                "TYPE", "LOW_MiB", "HIGH_MiB", "FENCES", "EDID", "MAX_MODE", "AVAILABLE"
             );
             for ty in l {
+                let max = if ty.display.has_display {
+                    format!("{}x{}", ty.display.max_width, ty.display.max_height)
+                } else {
+                    "headless".into()
+                };
                 println!(
-                    "{:<10}  {:>7}  {:>8}  {:>6}  {:>9}  {:>9}",
+                    "{:<10}  {:>7}  {:>8}  {:>6}  {:>9}  {:>9}  {:>9}",
                     ty.name,
                     ty.low_gm_mib,
                     ty.high_gm_mib,
                     ty.fences,
                     format!("{}x{}", ty.edid[0], ty.edid[1]),
+                    max,
                     ty.available_instances
                 );
             }
@@ -204,6 +210,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     "pci {}  bar0 {:#x}  bar2 {:#x}  origin {}",
                     v.pci_slot, v.bar0, v.bar2, v.origin
                 );
+                match (&v.plane, &v.plane_error) {
+                    (Some(p), _) => println!(
+                        "plane {} {}x{} stride {} {} at ggtt {:#x}",
+                        p.fourcc, p.width, p.height, p.stride, p.tiling, p.ggtt_offset
+                    ),
+                    (None, Some(e)) => println!("plane: none ({e})"),
+                    (None, None) => {}
+                }
+                if let Some(c) = &v.counters {
+                    println!(
+                        "mmio r/w {}/{}  msi {}  ggtt writes applied {} dropped {}",
+                        c.vgpu.mmio_reads,
+                        c.vgpu.mmio_writes,
+                        c.vgpu.msi_injected,
+                        c.vgpu.ggtt_writes_applied,
+                        c.ggtt_writes_dropped
+                    );
+                }
             },
         ),
         Cmd::Attach { domid, type_name } => output(
@@ -246,20 +270,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             })
         }
         Cmd::Create { cfg } => create(cli, cfg, t),
-        Cmd::Screenshot { domid, file } => {
-            let v = call(sock, Op::Screenshot { domid: *domid }, t)?;
-            let png: Vec<u8> = v
-                .get("png")
-                .cloned()
-                .and_then(|p| serde_json::from_value(p).ok())
-                .ok_or_else(|| fail(EXIT_FAILED, "xengtd returned no image"))?;
-            std::fs::write(file, png)
-                .map_err(|e| fail(EXIT_FAILED, format!("cannot write {}: {e}", file.display())))?;
-            if !cli.json {
-                println!("wrote {}", file.display());
-            }
-            Ok(())
-        }
+        Cmd::Screenshot { domid, file } => screenshot(cli, *domid, file, t),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 *shell,
@@ -270,6 +281,42 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// The PNG travels base64-encoded in the reply (no file is written by the daemon, so
+/// no path or permission crosses the socket); the client writes `file`.
+fn screenshot(cli: &Cli, domid: u16, file: &Path, t: Duration) -> Result<(), Failure> {
+    let v = call(&cli.socket, Op::Screenshot { domid }, t)?;
+    let shot: ScreenshotInfo = serde_json::from_value(v)
+        .map_err(|e| fail(EXIT_FAILED, format!("unexpected reply from xengtd: {e}")))?;
+    let png = base64_decode(&shot.png_base64)
+        .ok_or_else(|| fail(EXIT_FAILED, "xengtd sent an image that is not valid base64"))?;
+    std::fs::write(file, &png)
+        .map_err(|e| fail(EXIT_FAILED, format!("cannot write {}: {e}", file.display())))?;
+    if cli.json {
+        let out = serde_json::json!({
+            "file": file.display().to_string(),
+            "bytes": png.len(),
+            "complete": shot.complete,
+            "plane": shot.plane,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        let p = &shot.plane;
+        println!(
+            "wrote {} ({}x{} {}{})",
+            file.display(),
+            p.width,
+            p.height,
+            p.fourcc,
+            if shot.complete {
+                ""
+            } else {
+                ", some pages unmapped: shown transparent"
+            }
+        );
+    }
+    Ok(())
 }
 
 fn parse_guest(cli: &Cli, cfg: &Path) -> Result<xengt::xlcfg::GuestConfig, Failure> {

@@ -135,8 +135,21 @@ fn types_attach_list_destroy() {
     );
     let types = d.json(&["types"]);
     assert_eq!(types.as_array().unwrap().len(), 4);
+    // Display capabilities are discoverable without creating a vGPU.
+    for t in types.as_array().unwrap() {
+        assert_eq!(t["has_display"], true, "{t}");
+        assert_eq!(t["plane_interfaces"], serde_json::json!(["region"]), "{t}");
+        assert!(t["max_width"].as_u64().unwrap() >= 1024, "{t}");
+        assert!(t["max_height"].as_u64().unwrap() >= 768, "{t}");
+    }
+    let t8 = &types[0];
+    assert_eq!(
+        (t8["max_width"].as_u64(), t8["max_height"].as_u64()),
+        (Some(2560), Some(1600))
+    );
     let before = available(&types, "GVTg_V5_2");
     assert!(before >= 2);
+    let before4 = available(&types, "GVTg_V5_4");
     d.json(&["attach", "3", "--type", "GVTg_V5_2"]);
     assert_eq!(available(&d.json(&["types"]), "GVTg_V5_2"), before - 1);
     d.json(&["attach", "4"]);
@@ -148,9 +161,28 @@ fn types_attach_list_destroy() {
         assert!(v["low_gm"]["size"].as_u64().unwrap() > 0);
         assert!(v["high_gm"]["size"].as_u64().unwrap() > 0);
     }
+    // info: windows disjoint, counters of the live device, why there is no plane yet.
+    let i3 = d.json(&["info", "3"]);
+    let i4 = d.json(&["info", "4"]);
+    for i in [&i3, &i4] {
+        assert_eq!(i["state"], "Connected");
+        assert_eq!(i["counters"]["ggtt_writes_dropped"], 0, "{i}");
+        assert_eq!(i["counters"]["vgpu"]["mmio_reads"], 0, "{i}");
+        assert!(i["counters"]["server"]["dispatch"].is_object(), "{i}");
+        assert!(i["plane"].is_null());
+        assert_eq!(i["plane_error"], "no pipe is enabled");
+    }
+    let (a, b) = (&i3["low_gm"], &i4["low_gm"]);
+    let end = |w: &Value| w["base"].as_u64().unwrap() + w["size"].as_u64().unwrap();
+    assert!(end(a) <= b["base"].as_u64().unwrap() || end(b) <= a["base"].as_u64().unwrap());
+    assert_eq!(i3["low_gm"]["size"].as_u64(), Some(256 << 20));
+    // One allocator: 3 GiB of high GM minus 1 GiB + 512 MiB leaves room for 3 × 512 MiB.
+    assert_eq!(before4, 6);
+    assert_eq!(available(&d.json(&["types"]), "GVTg_V5_4"), 3);
     d.json(&["destroy", "3"]);
     d.json(&["destroy", "4"]);
     assert_eq!(available(&d.json(&["types"]), "GVTg_V5_2"), before);
+    assert_eq!(available(&d.json(&["types"]), "GVTg_V5_4"), before4);
     assert!(d.json(&["list"]).as_array().unwrap().is_empty());
     d.stop();
 }
@@ -172,9 +204,16 @@ fn create_from_example_configs_and_errors() {
     // Unknown type lists the available ones.
     let out = d.ctl(&["attach", "9", "--type", "huge"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("GVTg_V5_8"));
-    // Screenshot is typed "unsupported" for now.
-    let out = d.ctl(&["screenshot", &domid, "/tmp/never.png"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported"));
+    // Screenshot of a guest that enabled no plane: one clear line, nothing written.
+    let png = std::env::temp_dir().join(format!("xengt-never-{}.png", std::process::id()));
+    let out = d.ctl(&["screenshot", &domid, png.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no image") && err.contains("no_image") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!png.exists());
     d.stop();
 }
 

@@ -118,6 +118,19 @@ pub trait Hypervisor: Send + Sync {
     ) -> Result<Box<dyn DeviceServer>, XenBackendError>;
     /// Basic facts about a domain; `NoSuchDomain` if it does not exist.
     fn domain_info(&self, domid: u16) -> Result<DomainInfo, XenBackendError>;
+    /// Destroys ioreq server `id` of `domid` that no [`DeviceServer`] of this process owns
+    /// (one left behind by an earlier daemon): disables it and destroys it, which also
+    /// drops its ranges and its `HVMMEM_ioreq_server` claim. `NoSuchDomain` if the domain
+    /// is gone; an `Op` error (ENOENT on Xen) if no such server exists.
+    /// The default refuses with ENOSYS (a hypervisor that cannot do it).
+    fn destroy_ioreq_server(&self, domid: u16, id: u16) -> Result<(), XenBackendError> {
+        let _ = id;
+        Err(XenBackendError::Op {
+            op: "destroy_ioreq_server",
+            domid,
+            source: io::Error::from_raw_os_error(libc::ENOSYS),
+        })
+    }
 }
 
 /// One ioreq server of one domain. Dropping it tears the server down.

@@ -20,6 +20,8 @@ use crate::mapcache::MapCache;
 
 /// Most PCI functions one `Trap`/`Untrap` of config space may name.
 pub const MAX_PCI_FUNCTIONS_PER_EFFECT: u64 = 256;
+/// Most frames one `PopulateRam`/`ReleaseRam` may name (16 MiB; the GGTT window is 8).
+pub const MAX_POPULATE_FRAMES: u64 = 4096;
 
 /// What a hypervisor must provide to one ioreq server.
 pub trait Platform: Send {
@@ -40,6 +42,10 @@ pub trait Platform: Send {
     fn inject_msi(&mut self, addr: u64, data: u32) -> io::Result<()>;
     /// Sets a frame to `HVMMEM_ioreq_server` (`protect`) or back to `ram_rw`.
     fn write_protect(&mut self, gfn: u64, protect: bool) -> io::Result<()>;
+    /// Makes `count` frames from `first_gfn` RAM of the domain (`populate`), or gives
+    /// frames populated this way back. The platform remembers what it populated and
+    /// releases it when dropped.
+    fn populate_ram(&mut self, first_gfn: u64, count: u64, populate: bool) -> io::Result<()>;
     /// Whether an error means the domain is gone (ESRCH on a real Xen).
     fn is_gone(&self, err: &io::Error) -> bool {
         err.raw_os_error() == Some(libc::ESRCH)
@@ -100,7 +106,12 @@ impl<P: Platform> IoreqServer<P> {
     /// Applies and clears `self.fx`; returns how many effects were applied.
     fn flush_effects(&mut self) -> Result<u32, XenBackendError> {
         let mut fx = std::mem::take(&mut self.fx);
-        let r = apply_effects(&mut self.platform, &mut self.dispatcher, fx.drain());
+        let r = apply_effects(
+            &mut self.platform,
+            &mut self.dispatcher,
+            &self.mem,
+            fx.drain(),
+        );
         self.fx = fx; // keep the allocation
         match r {
             Err(()) => Err(self.gone_error()),
@@ -112,6 +123,7 @@ impl<P: Platform> IoreqServer<P> {
 fn apply_effects<P: Platform>(
     p: &mut P,
     d: &mut Dispatcher,
+    mem: &MapCache,
     effects: impl Iterator<Item = Effect>,
 ) -> Result<u32, ()> {
     let mut applied = 0u32;
@@ -140,6 +152,20 @@ fn apply_effects<P: Platform>(
                 }
             }
             Effect::WriteProtect { gfn, protect } => p.write_protect(*gfn, *protect),
+            Effect::PopulateRam { range } | Effect::ReleaseRam { range } => {
+                let populate = matches!(e, Effect::PopulateRam { .. });
+                let pg = mediator::memory::PAGE_SIZE;
+                if range.base() % pg != 0 || range.len() % pg != 0 {
+                    Err(io::Error::from_raw_os_error(libc::EINVAL))
+                } else if range.len() / pg > MAX_POPULATE_FRAMES {
+                    Err(io::Error::from_raw_os_error(libc::E2BIG))
+                } else {
+                    let r = p.populate_ram(range.base() / pg, range.len() / pg, populate);
+                    // Frames appeared or went away: no stale mapping may survive.
+                    mem.invalidate();
+                    r
+                }
+            }
         };
         let c = d.counters_mut();
         match r {
@@ -205,7 +231,12 @@ impl<P: Platform> DeviceServer for IoreqServer<P> {
             }
             // Effects first (e.g. a BAR move), so the guest's next access is routed anew.
             let mut fx = std::mem::take(&mut self.fx);
-            let applied = apply_effects(&mut self.platform, &mut self.dispatcher, fx.drain());
+            let applied = apply_effects(
+                &mut self.platform,
+                &mut self.dispatcher,
+                &self.mem,
+                fx.drain(),
+            );
             self.fx = fx;
             let answered = pending.complete(reply.data);
             match applied {
@@ -235,6 +266,7 @@ impl<P: Platform> DeviceServer for IoreqServer<P> {
         match apply_effects(
             &mut self.platform,
             &mut self.dispatcher,
+            &self.mem,
             effects.into_iter(),
         ) {
             Ok(n) => Ok(n),

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use mediator::partition::{HostDescription, MIB};
 use serde::{Deserialize, Serialize};
 
 /// Errors loading or validating the daemon configuration.
@@ -226,6 +227,9 @@ impl DaemonConfig {
         {
             return bad("host reserves exceed the host's resources (or fences > 32)".into());
         }
+        if let Err(e) = self.host_description().validate() {
+            return bad(format!("host: {e}"));
+        }
         if self.types.is_empty() {
             return bad("at least one vGPU type is required".into());
         }
@@ -269,6 +273,35 @@ impl DaemonConfig {
         Ok(())
     }
 
+    /// The host as the mediator's partitioner sees it (the one allocator of the daemon).
+    pub fn host_description(&self) -> HostDescription {
+        let h = &self.host;
+        HostDescription {
+            device_id: h.device_id,
+            ggtt_size: h.ggtt_mib.saturating_mul(MIB),
+            aperture_size: h.aperture_mib.saturating_mul(MIB),
+            fence_count: h.fences,
+            host_low_reserve: h.host_low_mib.saturating_mul(MIB),
+            host_high_reserve: h.host_high_mib.saturating_mul(MIB),
+            host_fences: h.host_fences,
+        }
+    }
+
+    /// The types as the mediator's [`mediator::vtypes::VgpuType`]s. The scheduler weight
+    /// grows with the low GM as GVT's types do (64 MiB → 2 … 512 MiB → 16).
+    pub fn mediator_types(&self) -> Vec<mediator::vtypes::VgpuType> {
+        self.types
+            .iter()
+            .map(|t| mediator::vtypes::VgpuType {
+                name: t.name.clone(),
+                low_gm: t.low_gm_mib.saturating_mul(MIB),
+                high_gm: t.high_gm_mib.saturating_mul(MIB),
+                fences: t.fences,
+                weight: u32::try_from((t.low_gm_mib / 32).clamp(1, 64)).unwrap_or(1),
+            })
+            .collect()
+    }
+
     /// Type names in table order.
     pub fn type_names(&self) -> Vec<String> {
         self.types.iter().map(|t| t.name.clone()).collect()
@@ -306,6 +339,9 @@ mod tests {
         assert!(e.to_string().contains("GVTg_V5_8"), "{e}");
         let e = DaemonConfig::from_json(r#"{"host":{"aperture_mib":0}}"#, "f").unwrap_err();
         assert!(e.to_string().contains("aperture_mib"), "{e}");
+        // The mediator's partitioner rules apply too (power-of-two aperture).
+        let e = DaemonConfig::from_json(r#"{"host":{"aperture_mib":768}}"#, "f").unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
         let dup = r#"{"types":[{"name":"a","low_gm_mib":1,"high_gm_mib":1,"fences":0},
                                {"name":"a","low_gm_mib":1,"high_gm_mib":1,"fences":0}],
                      "default_type":"a"}"#;

@@ -1,27 +1,28 @@
 //! The daemon's state and the control operations on it (no I/O besides XenStore writes):
-//! vGPUs by domain, placement, backend devices, persistence of each vGPU in XenStore.
-//!
-//! Persistence: `/xengt/vgpu/<domid>` holds a JSON [`Record`] (server id, type, placement)
-//! while the vGPU exists; a restarted daemon reads them ([`Daemon::resume`]) and re-attaches
-//! live domains at the same placement or destroys the stale ioreq server and says so.
+//! vGPUs by domain, the device backend (which owns the one allocator, the mediator's
+//! partitioner), persistence of each vGPU in XenStore ([`persist`]).
+
+mod ops;
+pub mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use mediator::display::DisplayCaps;
+use mediator::partition::MIB;
+use serde::Serialize;
 use serde_json::Value;
 use xen_backend::xenstore::{XenbusState, XsClient, XsOps};
 
-use crate::alloc::{Allocator, Placement};
-use crate::backend::{BackendError, VgpuBackend};
+pub use persist::{Record, PERSIST_ROOT};
+
+use crate::backend::BackendError;
 use crate::config::DaemonConfig;
-use crate::proto::{
-    ErrorBody, ErrorCode, Op, StatusInfo, TypeInfo, VgpuInfo, WindowInfo, PROTO_VERSION,
-};
+use crate::mediated::MediatedBackend;
+use crate::proto::{ErrorBody, ErrorCode, TypeInfo, VgpuInfo};
 use crate::xlcfg::VgpuRequest;
 
-/// Where the daemon persists its vGPUs in XenStore.
-pub const PERSIST_ROOT: &str = "/xengt/vgpu";
 /// Guest PCI address of every vGPU (00:02.0, where i915 expects the IGD).
 pub const PCI_SLOT: &str = "0000:00:02.0";
 /// Guest BAR0 (16 MiB MMIO + GTT) placement.
@@ -30,7 +31,7 @@ pub const BAR0: u64 = 0xF000_0000;
 pub const BAR2: u64 = 0xE000_0000;
 
 /// How a vGPU came to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Control socket `attach`/`create`.
@@ -39,28 +40,6 @@ pub enum Origin {
     Xenstore,
     /// Re-attached after a daemon restart.
     Resumed,
-}
-
-/// The persisted form of one vGPU.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    /// ioreq server id.
-    pub server_id: u16,
-    /// Type name.
-    pub type_name: Option<String>,
-    /// Low window.
-    pub low: WindowInfo,
-    /// High window.
-    pub high: WindowInfo,
-    /// First fence.
-    pub fence_base: u32,
-    /// Fences.
-    pub fence_count: u32,
-    /// Origin.
-    pub origin: Origin,
-    /// The daemon started the (simulated) domain and stops it on destroy.
-    pub owns_domain: bool,
 }
 
 /// One live vGPU.
@@ -74,10 +53,13 @@ pub struct Vgpu {
     pub state: XenbusState,
     /// fd to poll, if the backend has one.
     pub poll_fd: Option<std::os::fd::RawFd>,
+    /// `/local/domain/<domid>` existed in XenStore at attach time, so its removal means
+    /// the domain is gone.
+    pub in_xenstore: bool,
 }
 
 impl Vgpu {
-    /// Protocol view.
+    /// Protocol view (without the live device details `info` adds).
     pub fn info(&self) -> VgpuInfo {
         VgpuInfo {
             domid: self.domid,
@@ -97,23 +79,37 @@ impl Vgpu {
                 Origin::Resumed => "resumed",
             }
             .to_string(),
+            plane: None,
+            plane_error: None,
+            counters: None,
         }
     }
 }
 
-fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
+pub(crate) fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
 
-fn to_value<T: Serialize>(v: &T) -> Value {
+pub(crate) fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn backend_err(e: BackendError) -> ErrorBody {
+    let code = match e {
+        BackendError::NoSuchDomain(_) => ErrorCode::UnknownDomain,
+        BackendError::Busy(_) => ErrorCode::AlreadyAttached,
+        BackendError::NoResources(_) => ErrorCode::NoResources,
+        BackendError::NoImage(_) => ErrorCode::NoImage,
+        BackendError::Unsupported(_) => ErrorCode::Unsupported,
+        BackendError::Failed(_) => ErrorCode::Backend,
+    };
+    err(code, e.to_string())
 }
 
 /// The daemon state.
 pub struct Daemon {
     cfg: DaemonConfig,
-    alloc: Allocator,
-    backend: Box<dyn VgpuBackend>,
+    backend: MediatedBackend,
     vgpus: BTreeMap<u16, Vgpu>,
     xs: Option<Arc<XsClient>>,
     /// Set by the hotplug module when its watches are registered.
@@ -135,13 +131,8 @@ pub fn valid_guest_domid(domid: u16) -> bool {
 
 impl Daemon {
     /// A daemon with no vGPUs. `xs` enables persistence.
-    pub fn new(
-        cfg: DaemonConfig,
-        backend: Box<dyn VgpuBackend>,
-        xs: Option<Arc<XsClient>>,
-    ) -> Self {
+    pub fn new(cfg: DaemonConfig, backend: MediatedBackend, xs: Option<Arc<XsClient>>) -> Self {
         Daemon {
-            alloc: Allocator::new(&cfg.host),
             cfg,
             backend,
             vgpus: BTreeMap::new(),
@@ -156,8 +147,13 @@ impl Daemon {
     }
 
     /// The backend.
-    pub fn backend_mut(&mut self) -> &mut dyn VgpuBackend {
-        self.backend.as_mut()
+    pub fn backend(&self) -> &MediatedBackend {
+        &self.backend
+    }
+
+    /// The backend, mutably.
+    pub fn backend_mut(&mut self) -> &mut MediatedBackend {
+        &mut self.backend
     }
 
     /// The XenStore connection, if any.
@@ -170,93 +166,15 @@ impl Daemon {
         &self.vgpus
     }
 
-    /// Executes one control operation.
-    pub fn handle(&mut self, op: Op) -> Result<Value, ErrorBody> {
-        match op {
-            Op::Status => Ok(to_value(&StatusInfo {
-                version: PROTO_VERSION,
-                backend: self.backend.kind().to_string(),
-                vgpus: self.vgpus.len(),
-                hotplug: self.hotplug_active,
-            })),
-            Op::List => Ok(to_value(
-                &self.vgpus.values().map(Vgpu::info).collect::<Vec<_>>(),
-            )),
-            Op::Types => Ok(to_value(&self.types())),
-            Op::Info { domid } => self
-                .vgpus
-                .get(&domid)
-                .map(|v| to_value(&v.info()))
-                .ok_or_else(|| {
-                    err(
-                        ErrorCode::UnknownDomain,
-                        format!("domain {domid} has no vGPU (see `xengt-ctl list`)"),
-                    )
-                }),
-            Op::Attach { domid, type_name } => {
-                let req = self.request_for_type(type_name.as_deref())?;
-                if !valid_guest_domid(domid) {
-                    return Err(err(
-                        ErrorCode::BadRequest,
-                        format!("domid {domid} is not a guest domain id (1..32751)"),
-                    ));
-                }
-                let owns = if self.backend.kind() == "sim" && !self.backend.domain_alive(domid) {
-                    self.backend.note_domain(domid, &format!("sim-{domid}"));
-                    true
-                } else {
-                    false
-                };
-                let r = self.attach(domid, &req, Origin::Control, owns);
-                if r.is_err() && owns {
-                    self.backend.stop_domain(domid);
-                }
-                r.map(|v| to_value(&v))
-            }
-            Op::Create { config } => {
-                if self.backend.kind() != "sim" {
-                    return Err(err(ErrorCode::Unsupported, "create through the daemon exists only with --backend sim; on Xen xengt-ctl runs `xl create -p` itself"));
-                }
-                let Some(req) = config.vgpu.clone() else {
-                    return Err(err(
-                        ErrorCode::BadRequest,
-                        format!("guest {} has no vgt = 1", config.name),
-                    ));
-                };
-                self.check_request(&req)?;
-                let domid = self
-                    .backend
-                    .start_domain(&config.name)
-                    .map_err(|e| err(ErrorCode::Backend, e.to_string()))?;
-                let r = self.attach(domid, &req, Origin::Control, true);
-                if r.is_err() {
-                    self.backend.stop_domain(domid);
-                }
-                r.map(|v| to_value(&v))
-            }
-            Op::Destroy { domid } => self.destroy(domid).map(|v| to_value(&v)),
-            Op::Screenshot { domid } => {
-                if !self.vgpus.contains_key(&domid) {
-                    return Err(err(
-                        ErrorCode::UnknownDomain,
-                        format!("domain {domid} has no vGPU"),
-                    ));
-                }
-                Err(err(
-                    ErrorCode::Unsupported,
-                    "screenshot is not supported yet: the display model has not landed",
-                ))
-            }
-        }
-    }
-
-    /// Types with their free capacity.
+    /// Types with their free capacity (the partitioner's count, capped by the free vGPU
+    /// slots) and display capabilities.
     pub fn types(&self) -> Vec<TypeInfo> {
         let slots = self
             .cfg
             .limits
             .max_vgpus
             .saturating_sub(u32::try_from(self.vgpus.len()).unwrap_or(u32::MAX));
+        let avail = self.backend.types();
         self.cfg
             .types
             .iter()
@@ -266,12 +184,11 @@ impl Daemon {
                 high_gm_mib: t.high_gm_mib,
                 fences: t.fences,
                 edid: t.edid,
-                available_instances: self.alloc.available(
-                    t.low_gm_mib,
-                    t.high_gm_mib,
-                    t.fences,
-                    slots,
-                ),
+                available_instances: avail
+                    .iter()
+                    .find(|a| a.info.ty.name == t.name)
+                    .map_or(0, |a| a.info.available_instances.min(slots)),
+                display: DisplayCaps::for_type(&t.name, t.low_gm_mib.saturating_mul(MIB)),
             })
             .collect()
     }
@@ -329,13 +246,30 @@ impl Daemon {
         }
     }
 
+    fn domain_in_xenstore(&self, domid: u16) -> bool {
+        self.xs
+            .as_ref()
+            .is_some_and(|xs| matches!(xs.exists(&format!("/local/domain/{domid}")), Ok(true)))
+    }
+
+    /// Simulation: makes sure a simulated domain `domid` exists (XenStore hotplug and
+    /// `attach` of an unknown id start one). No-op on Xen or if it exists.
+    pub fn ensure_sim_domain(&mut self, domid: u16) -> Result<(), ErrorBody> {
+        if self.backend.kind() != "sim" || self.backend.domain_alive(domid) {
+            return Ok(());
+        }
+        self.backend
+            .start_domain(Some(domid), None)
+            .map(drop)
+            .map_err(backend_err)
+    }
+
     /// Creates a vGPU for an existing domain.
     pub fn attach(
         &mut self,
         domid: u16,
         req: &VgpuRequest,
         origin: Origin,
-        owns_domain: bool,
     ) -> Result<VgpuInfo, ErrorBody> {
         self.check_request(req)?;
         if self.vgpus.contains_key(&domid) {
@@ -356,32 +290,16 @@ impl Daemon {
                 format!("domain {domid} does not exist"),
             ));
         }
-        let placement = self
-            .alloc
-            .place(domid, req.low_gm_mib, req.high_gm_mib, req.fences)
-            .map_err(|e| err(ErrorCode::NoResources, e.to_string()))?;
-        let handle = match self
+        let handle = self
             .backend
-            .create_device(domid, req.type_name.as_deref(), &placement)
-        {
-            Ok(h) => h,
-            Err(e) => {
-                self.alloc.release(domid);
-                let code = if matches!(e, BackendError::NoSuchDomain(_)) {
-                    ErrorCode::UnknownDomain
-                } else {
-                    ErrorCode::Backend
-                };
-                return Err(err(code, e.to_string()));
-            }
-        };
-        let placement = handle.placement.unwrap_or(placement);
-        let rec = record(
+            .create_device(domid, req, None)
+            .map_err(backend_err)?;
+        let rec = Record::new(
             handle.server_id,
             req.type_name.clone(),
-            &placement,
+            &handle.placement,
             origin,
-            owns_domain,
+            self.backend.owns_domain(domid),
         );
         self.persist(domid, &rec);
         let v = Vgpu {
@@ -389,6 +307,7 @@ impl Daemon {
             domid,
             state: XenbusState::Connected,
             poll_fd: handle.poll_fd,
+            in_xenstore: self.domain_in_xenstore(domid),
         };
         let info = v.info();
         tracing::info!(
@@ -401,7 +320,7 @@ impl Daemon {
         Ok(info)
     }
 
-    /// Destroys a vGPU (and a domain the daemon started).
+    /// Destroys a vGPU (and a simulated domain the daemon started).
     pub fn destroy(&mut self, domid: u16) -> Result<VgpuInfo, ErrorBody> {
         let Some(mut v) = self.vgpus.remove(&domid) else {
             return Err(err(
@@ -410,14 +329,20 @@ impl Daemon {
             ));
         };
         self.backend.destroy_device(domid);
-        if v.rec.owns_domain {
-            self.backend.stop_domain(domid);
-        }
-        self.alloc.release(domid);
         self.unpersist(domid);
         v.state = XenbusState::Closed;
         tracing::info!(domid, "vGPU destroyed");
         Ok(v.info())
+    }
+
+    /// Whether `domid`'s domain is gone: the hypervisor does not know it, or it was in
+    /// XenStore at attach time and its `/local/domain/<domid>` is gone now.
+    pub fn domain_gone(&self, domid: u16) -> bool {
+        let xs_gone = self.vgpus.get(&domid).is_some_and(|v| v.in_xenstore)
+            && self.xs.as_ref().is_some_and(|xs| {
+                matches!(xs.exists(&format!("/local/domain/{domid}")), Ok(false))
+            });
+        xs_gone || !self.backend.domain_alive(domid)
     }
 
     /// Services one device; a dead domain's vGPU is destroyed. Returns false if destroyed.
@@ -432,133 +357,25 @@ impl Daemon {
         }
     }
 
+    /// Runs the vGPUs' due timers; vGPUs of domains found dead are destroyed.
+    pub fn tick(&mut self) {
+        for domid in self.backend.tick() {
+            tracing::warn!(domid, "domain gone while delivering timer effects");
+            let _ = self.destroy(domid);
+        }
+    }
+
+    /// How long until [`Daemon::tick`] has work.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.backend.next_deadline()
+    }
+
     /// Tears every vGPU down (shutdown).
     pub fn destroy_all(&mut self) {
         let ids: Vec<u16> = self.vgpus.keys().copied().collect();
         for d in ids {
             let _ = self.destroy(d);
         }
-    }
-
-    fn persist(&self, domid: u16, rec: &Record) {
-        if let Some(xs) = &self.xs {
-            let text = serde_json::to_vec(rec).unwrap_or_default();
-            if let Err(e) = xs.write(&format!("{PERSIST_ROOT}/{domid}"), &text) {
-                tracing::warn!(domid, %e, "cannot persist vGPU record");
-            }
-        }
-    }
-
-    fn unpersist(&self, domid: u16) {
-        if let Some(xs) = &self.xs {
-            if let Err(e) = xs.rm(&format!("{PERSIST_ROOT}/{domid}")) {
-                tracing::warn!(domid, %e, "cannot remove vGPU record");
-            }
-        }
-    }
-
-    /// Start-up: re-attach persisted vGPUs of live domains at their old placement, destroy
-    /// the rest. Returns one human line per record.
-    pub fn resume(&mut self) -> Vec<String> {
-        let Some(xs) = self.xs.clone() else {
-            return Vec::new();
-        };
-        let ids = match xs.directory(PERSIST_ROOT) {
-            Ok(ids) => ids,
-            Err(e) if e.is_not_found() => return Vec::new(),
-            Err(e) => return vec![format!("cannot read {PERSIST_ROOT}: {e}")],
-        };
-        let mut out = Vec::new();
-        for id in ids {
-            let path = format!("{PERSIST_ROOT}/{id}");
-            let parsed = id
-                .parse::<u16>()
-                .ok()
-                .filter(|d| valid_guest_domid(*d))
-                .and_then(|d| {
-                    let text = xs.read(&path).ok()?;
-                    serde_json::from_slice::<Record>(&text).ok().map(|r| (d, r))
-                });
-            let Some((domid, rec)) = parsed else {
-                out.push(format!("{path}: malformed record removed"));
-                let _ = xs.rm(&path);
-                continue;
-            };
-            out.push(self.resume_one(domid, rec));
-        }
-        for line in &out {
-            tracing::warn!("{line}");
-        }
-        out
-    }
-
-    fn resume_one(&mut self, domid: u16, rec: Record) -> String {
-        let stale = rec.server_id;
-        if !self.backend.domain_alive(domid) || rec.owns_domain {
-            self.backend.destroy_stale_server(domid, stale);
-            self.unpersist(domid);
-            return format!("domain {domid}: vGPU not resumed (domain gone or was simulated by the old daemon); server {stale} destroyed");
-        }
-        let p = Placement {
-            low: rec.low,
-            high: rec.high,
-            fence_base: rec.fence_base,
-            fence_count: rec.fence_count,
-        };
-        self.backend.destroy_stale_server(domid, stale);
-        if let Err(e) = self.alloc.place_exact(domid, p) {
-            self.unpersist(domid);
-            return format!("domain {domid}: vGPU not resumed: {e}");
-        }
-        match self
-            .backend
-            .create_device(domid, rec.type_name.as_deref(), &p)
-        {
-            Ok(h) => {
-                let rec = Record {
-                    server_id: h.server_id,
-                    origin: Origin::Resumed,
-                    ..rec
-                };
-                self.persist(domid, &rec);
-                self.vgpus.insert(
-                    domid,
-                    Vgpu {
-                        rec,
-                        domid,
-                        state: XenbusState::Connected,
-                        poll_fd: h.poll_fd,
-                    },
-                );
-                format!(
-                    "domain {domid}: vGPU re-attached at its old placement (device state reset)"
-                )
-            }
-            Err(e) => {
-                self.alloc.release(domid);
-                self.unpersist(domid);
-                format!("domain {domid}: vGPU not resumed: {e}")
-            }
-        }
-    }
-}
-
-fn record(
-    server_id: u16,
-    type_name: Option<String>,
-    p: &Placement,
-    origin: Origin,
-    owns_domain: bool,
-) -> Record {
-    Record {
-        server_id,
-        type_name,
-        low: p.low,
-        high: p.high,
-        fence_base: p.fence_base,
-        fence_count: p.fence_count,
-        origin,
-        owns_domain,
     }
 }
 

@@ -125,6 +125,7 @@ fn request(ty: &str) -> CreateRequest {
         size: SizeRequest::Type(ty.to_string()),
         sbdf: DEFAULT_SBDF,
         headless: false,
+        ggtt_backing: Default::default(),
     }
 }
 

@@ -192,10 +192,12 @@ impl Hotplug {
             }
         }
         self.pending.remove(&domid);
-        daemon
-            .backend_mut()
-            .note_domain(domid, &format!("xs-{domid}"));
-        match daemon.attach(domid, req, Origin::Xenstore, false) {
+        // Simulation: the domain XenStore announces becomes a simulated domain.
+        if let Err(e) = daemon.ensure_sim_domain(domid) {
+            fail(xs, domid, &e.message);
+            return true;
+        }
+        match daemon.attach(domid, req, Origin::Xenstore) {
             Ok(info) => {
                 let dir = device_path(domid);
                 let r = xs.transaction(|tx| {
@@ -227,18 +229,21 @@ impl Hotplug {
         true
     }
 
-    /// `@releaseDomain`: destroy the vGPUs of domains that are gone.
+    /// `@releaseDomain`: destroy the vGPUs of domains that are gone, however they were
+    /// created (hotplug, control socket, resumed); see [`Daemon::domain_gone`].
     pub fn reap_dead(&mut self, daemon: &mut Daemon, xs: &XsClient) {
-        let dead: Vec<u16> = daemon
+        let dead: Vec<(u16, Origin)> = daemon
             .vgpus()
             .values()
-            .filter(|v| v.rec.origin != Origin::Control)
-            .filter(|v| matches!(xs.exists(&format!("/local/domain/{}", v.domid)), Ok(false)))
-            .map(|v| v.domid)
+            .filter(|v| daemon.domain_gone(v.domid))
+            .map(|v| (v.domid, v.rec.origin))
             .collect();
-        for domid in dead {
-            tracing::info!(domid, "domain released; destroying its vGPU");
+        for (domid, origin) in dead {
+            tracing::info!(domid, ?origin, "domain released; destroying its vGPU");
             let _ = daemon.destroy(domid);
+            if origin == Origin::Control {
+                continue;
+            }
             if let Err(e) = xs.rm(&format!("{BACKEND_ROOT}/{domid}")) {
                 tracing::warn!(domid, %e, "cannot remove backend directory");
             }

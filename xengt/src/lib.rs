@@ -2,7 +2,6 @@
 //! vGPU placement, the backend seam, XenStore hotplug and the event loop.
 #![forbid(unsafe_code)]
 
-pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod daemon;

@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use xen_backend::ffi::signal::SignalPipe;
 use xen_backend::xenstore::XsClient;
-use xen_backend::RealXen;
-use xengt::backend::{SimBackend, VgpuBackend};
+use xen_backend::{RealXen, SimXen};
 use xengt::config::DaemonConfig;
 use xengt::daemon::Daemon;
 use xengt::hotplug::Hotplug;
@@ -23,7 +22,8 @@ const DEFAULT_SOCKET: &str = "/run/xengt/xengtd.sock";
 enum BackendKind {
     /// Real Xen (ioreq servers through libxendevicemodel).
     Xen,
-    /// Simulated Xen: guests are simulated domains inside the daemon.
+    /// Simulated Xen inside the daemon: the same mediated device path as `xen`; `attach`
+    /// and `create` start simulated HVM domains.
     Sim,
 }
 
@@ -39,9 +39,10 @@ struct Cli {
     /// Daemon configuration (JSON); built-in defaults if omitted.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Log filter (tracing env-filter syntax, e.g. `info,xengt=debug`).
-    #[arg(long, default_value = "info")]
-    log: String,
+    /// Log filter (tracing env-filter syntax, e.g. `info,xengt=debug`); default `info`
+    /// for the daemon and `warn` for the demo (whose progress lines are the output).
+    #[arg(long)]
+    log: Option<String>,
     /// XenStore: `auto` (required with xen; with sim only if XENSTORED_PATH is set),
     /// `none`, or a socket/device path.
     #[arg(long, default_value = "auto")]
@@ -73,14 +74,13 @@ fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
     Ok(c.map(Arc::new))
 }
 
-fn make_backend(kind: BackendKind, cfg: &DaemonConfig) -> anyhow::Result<Box<dyn VgpuBackend>> {
+fn make_backend(kind: BackendKind, cfg: &DaemonConfig) -> anyhow::Result<MediatedBackend> {
     match kind {
-        BackendKind::Sim => Ok(Box::new(SimBackend::new())),
+        BackendKind::Sim => Ok(MediatedBackend::with_sim(SimXen::new(), cfg)?),
         BackendKind::Xen => {
             let hv = RealXen::open()
                 .context("opening the Xen libraries (is this a Xen dom0? try --backend sim)")?;
-            let b = MediatedBackend::new("xen", Arc::new(hv), cfg)?;
-            Ok(Box::new(b))
+            Ok(MediatedBackend::new("xen", Arc::new(hv), cfg)?)
         }
     }
 }
@@ -115,12 +115,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("xengtd: bad --log filter {:?}: {e}; using info", cli.log);
-        tracing_subscriber::EnvFilter::new("info")
+    let default_level = match cli.command {
+        Some(Command::Demo(_)) => "warn",
+        _ => "info",
+    };
+    let wanted = cli.log.as_deref().unwrap_or(default_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(wanted).unwrap_or_else(|e| {
+        eprintln!("xengtd: bad --log filter {wanted:?}: {e}; using {default_level}");
+        tracing_subscriber::EnvFilter::new(default_level)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

@@ -1,30 +1,58 @@
-//! The real device path behind [`VgpuBackend`]: a xen-backend [`Hypervisor`] (RealXen on a
-//! dom0, or the simulated Xen) attaches an ioreq server per domain, and the mediator's
-//! [`VgpuManager`] creates the vGPU that answers its requests.
+//! The daemon's device path: a xen-backend [`Hypervisor`] (RealXen on a dom0, or the
+//! simulated Xen for `--backend sim`) attaches an ioreq server per domain, and the
+//! mediator's [`Gvt`] (vGPU manager, software Gen9 engine, schedulers, per-vGPU execlist
+//! pipelines) answers its requests and executes the guest's submissions.
+//!
+//! The manager's partitioner inside [`Gvt`] is the daemon's only allocator: placements,
+//! `available_instances` and resumed placements all come from it.
+//!
+//! With `--backend sim` the simulated Xen lives inside the daemon: `attach DOMID` and
+//! `create` start a simulated HVM domain ([`MediatedBackend::start_domain`]) which the
+//! daemon also stops when the vGPU goes.
 
-use std::collections::BTreeMap;
+mod timers;
+mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use mediator::manager::{CreateRequest, VgpuId, VgpuManager};
-use mediator::partition::HostDescription;
+use mediator::clock::{Clock, RealClock};
+use mediator::display::DisplayCaps;
+use mediator::gvt::{Gvt, GvtError, TypeCaps};
+use mediator::manager::{CreateRequest, ManagerError, VgpuId};
+use mediator::partition::{Allocation, MIB};
+use mediator::sw::{SwConfig, SwGpu};
 use mediator::vgpu::DEFAULT_SBDF;
-use mediator::vtypes::VgpuType as MediatorType;
 use xen_backend::abi::Sbdf;
-use xen_backend::{DeviceServer, Hypervisor, ServerOptions, XenBackendError};
+use xen_backend::{
+    DeviceServer, Hypervisor, ServerOptions, SimDomainConfig, SimXen, XenBackendError,
+};
 
-use crate::alloc::Placement;
-use crate::backend::{BackendError, DeviceHandle, VgpuBackend};
+pub use view::{DeviceView, Screenshot};
+
+use crate::backend::{BackendError, DeviceHandle, Placement};
 use crate::config::DaemonConfig;
-use crate::proto::WindowInfo;
+use crate::xlcfg::VgpuRequest;
 
-const MIB: u64 = 1 << 20;
+/// RAM of a simulated domain when the guest config gives none.
+pub const SIM_DEFAULT_RAM_MIB: u64 = 64;
+/// Largest RAM the daemon gives a simulated domain (it lives in the daemon's memory).
+pub const SIM_MAX_RAM_MIB: u64 = 256;
+
+/// One vGPU with its ioreq server.
+struct Device {
+    id: VgpuId,
+    server: Box<dyn DeviceServer>,
+}
 
 /// Hypervisor + vGPU manager.
 pub struct MediatedBackend {
     kind: &'static str,
     hv: Arc<dyn Hypervisor>,
-    manager: VgpuManager,
-    devices: BTreeMap<u16, (VgpuId, Box<dyn DeviceServer>)>,
+    sim: Option<SimXen>,
+    sim_started: BTreeSet<u16>,
+    gvt: Gvt,
+    devices: BTreeMap<u16, Device>,
 }
 
 impl std::fmt::Debug for MediatedBackend {
@@ -44,46 +72,6 @@ fn sbdf_of(raw: u32) -> Option<Sbdf> {
     Sbdf::new(seg, bus, dev, func)
 }
 
-impl MediatedBackend {
-    /// A backend over `hv` with the daemon's host and types.
-    pub fn new(
-        kind: &'static str,
-        hv: Arc<dyn Hypervisor>,
-        cfg: &DaemonConfig,
-    ) -> Result<Self, BackendError> {
-        let h = &cfg.host;
-        let host = HostDescription {
-            device_id: h.device_id,
-            ggtt_size: h.ggtt_mib.saturating_mul(MIB),
-            aperture_size: h.aperture_mib.saturating_mul(MIB),
-            fence_count: h.fences,
-            host_low_reserve: h.host_low_mib.saturating_mul(MIB),
-            host_high_reserve: h.host_high_mib.saturating_mul(MIB),
-            host_fences: h.host_fences,
-        };
-        let types = cfg
-            .types
-            .iter()
-            .map(|t| MediatorType {
-                name: t.name.clone(),
-                low_gm: t.low_gm_mib.saturating_mul(MIB),
-                high_gm: t.high_gm_mib.saturating_mul(MIB),
-                fences: t.fences,
-                // Bigger vGPUs get a bigger share, as GVT's types do.
-                weight: u32::try_from((t.low_gm_mib / 32).clamp(1, 64)).unwrap_or(1),
-            })
-            .collect();
-        let manager = VgpuManager::new(host, types)
-            .map_err(|e| BackendError::Failed(format!("vGPU manager: {e}")))?;
-        Ok(MediatedBackend {
-            kind,
-            hv,
-            manager,
-            devices: BTreeMap::new(),
-        })
-    }
-}
-
 fn map_err(e: XenBackendError, domid: u16) -> BackendError {
     match e {
         XenBackendError::NoSuchDomain(_) | XenBackendError::DomainGone(_) => {
@@ -93,20 +81,111 @@ fn map_err(e: XenBackendError, domid: u16) -> BackendError {
     }
 }
 
-impl VgpuBackend for MediatedBackend {
-    fn kind(&self) -> &'static str {
+fn gvt_err(e: GvtError) -> BackendError {
+    match e {
+        GvtError::Manager(ManagerError::Partition(_) | ManagerError::TooMany { .. }) => {
+            BackendError::NoResources(e.to_string())
+        }
+        other => BackendError::Failed(format!("creating the vGPU: {other}")),
+    }
+}
+
+/// The mediator request for a daemon request: a named type, or custom sizes; with a
+/// display unless the type's display capabilities say it has none.
+pub fn create_request(req: &VgpuRequest) -> CreateRequest {
+    let mut r = match &req.type_name {
+        Some(t) => CreateRequest::of_type(t),
+        None => CreateRequest::custom(req.low_gm_mib, req.high_gm_mib, req.fences),
+    };
+    let name = req.type_name.as_deref().unwrap_or("custom");
+    r.headless = !DisplayCaps::for_type(name, req.low_gm_mib.saturating_mul(MIB)).has_display;
+    r
+}
+
+impl MediatedBackend {
+    /// A backend over `hv` (kind `xen`) with the daemon's host and types, on the
+    /// software Gen9 engine and the real monotonic clock.
+    pub fn new(
+        kind: &'static str,
+        hv: Arc<dyn Hypervisor>,
+        cfg: &DaemonConfig,
+    ) -> Result<Self, BackendError> {
+        Self::build(kind, hv, None, cfg, Arc::new(RealClock::new()))
+    }
+
+    /// A backend over the simulated Xen `xen` (kind `sim`): it can start domains.
+    pub fn with_sim(xen: SimXen, cfg: &DaemonConfig) -> Result<Self, BackendError> {
+        Self::with_sim_clock(xen, cfg, Arc::new(RealClock::new()))
+    }
+
+    /// [`MediatedBackend::with_sim`] with the clock that drives workload completion,
+    /// scheduling and vblank (tests use a fake one).
+    pub fn with_sim_clock(
+        xen: SimXen,
+        cfg: &DaemonConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BackendError> {
+        Self::build("sim", Arc::new(xen.clone()), Some(xen), cfg, clock)
+    }
+
+    fn build(
+        kind: &'static str,
+        hv: Arc<dyn Hypervisor>,
+        sim: Option<SimXen>,
+        cfg: &DaemonConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BackendError> {
+        let host = cfg.host_description();
+        let gpu = SwGpu::new(SwConfig::for_host(&host));
+        let gvt = Gvt::with_types(host, cfg.mediator_types(), Box::new(gpu), clock)
+            .map_err(|e| BackendError::Failed(format!("vGPU mediator: {e}")))?;
+        Ok(MediatedBackend {
+            kind,
+            hv,
+            sim,
+            sim_started: BTreeSet::new(),
+            gvt,
+            devices: BTreeMap::new(),
+        })
+    }
+
+    /// The mediator (read-only: vGPUs, pipelines, stats).
+    pub fn gvt(&self) -> &Gvt {
+        &self.gvt
+    }
+
+    /// The vGPU id of `domid`'s device.
+    pub fn vgpu_id(&self, domid: u16) -> Option<VgpuId> {
+        self.devices.get(&domid).map(|d| d.id)
+    }
+
+    /// The simulated Xen, if this backend runs on one.
+    pub fn sim_xen(&self) -> Option<&SimXen> {
+        self.sim.as_ref()
+    }
+
+    /// `sim` or `xen`.
+    pub fn kind(&self) -> &'static str {
         self.kind
     }
 
-    fn domain_alive(&self, domid: u16) -> bool {
+    /// True if the hypervisor knows the domain.
+    pub fn domain_alive(&self, domid: u16) -> bool {
         self.hv.domain_info(domid).is_ok()
     }
 
-    fn create_device(
+    /// The types with how many more instances fit now (from the partitioner) and their
+    /// display capabilities.
+    pub fn types(&self) -> Vec<TypeCaps> {
+        self.gvt.types()
+    }
+
+    /// Creates vGPU + ioreq server for `domid`; at exactly `at` when resuming.
+    pub fn create_device(
         &mut self,
         domid: u16,
-        type_name: Option<&str>,
-        p: &Placement,
+        req: &VgpuRequest,
+        at: Option<&Placement>,
     ) -> Result<DeviceHandle, BackendError> {
         if self.devices.contains_key(&domid) {
             return Err(BackendError::Busy(domid));
@@ -119,106 +198,122 @@ impl VgpuBackend for MediatedBackend {
             ..ServerOptions::default()
         };
         let server = self.hv.attach(domid, opts).map_err(|e| map_err(e, domid))?;
-        let req = match type_name {
-            Some(t) => CreateRequest::of_type(t),
-            None => CreateRequest::custom(p.low.size / MIB, p.high.size / MIB, p.fence_count),
-        };
-        let id = self
-            .manager
-            .create(&req, server.guest_memory())
-            .map_err(|e| BackendError::Failed(format!("creating the vGPU: {e}")))?;
-        let placement = self.manager.get(id).map(|v| {
-            let a = v.config().allocation;
-            Placement {
-                low: WindowInfo {
-                    base: a.low.base,
-                    size: a.low.size,
-                },
-                high: WindowInfo {
-                    base: a.high.base,
-                    size: a.high.size,
-                },
-                fence_base: a.fences.base,
-                fence_count: a.fences.count,
-            }
-        });
+        let creq = create_request(req);
+        let mem = server.guest_memory();
+        let id = match at {
+            None => self.gvt.create_vgpu(&creq, mem),
+            Some(p) => self.gvt.create_vgpu_at(&creq, &Allocation::from(*p), mem),
+        }
+        .map_err(gvt_err)?; // `server` drops here on failure: torn down
+        let placement = self
+            .gvt
+            .vgpu(id)
+            .map(|v| Placement::from(v.config().allocation))
+            .ok_or_else(|| BackendError::Failed("vGPU vanished after creation".into()))?;
         let handle = DeviceHandle {
             server_id: server.server_id(),
             poll_fd: Some(server.poll_fd()),
             placement,
         };
-        self.devices.insert(domid, (id, server));
+        self.devices.insert(domid, Device { id, server });
         Ok(handle)
     }
 
-    fn destroy_device(&mut self, domid: u16) {
-        if let Some((id, server)) = self.devices.remove(&domid) {
-            if let Err(e) = self.manager.destroy(id) {
-                tracing::warn!(domid, %e, "vGPU manager destroy failed");
+    /// Tears the device down (idempotent), and a simulated domain the daemon started.
+    pub fn destroy_device(&mut self, domid: u16) {
+        if let Some(mut dev) = self.devices.remove(&domid) {
+            match self.gvt.destroy_vgpu(dev.id) {
+                // Lift the shadows' write protection while the server still exists.
+                Ok(fx) if !fx.is_empty() => {
+                    if let Err(e) = dev.server.apply(fx) {
+                        tracing::debug!(domid, %e, "final effects not applied");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(domid, %e, "vGPU destroy failed"),
             }
-            drop(server); // tears the ioreq server down
+            drop(dev.server); // tears the ioreq server down
         }
+        self.stop_domain(domid);
     }
 
-    fn destroy_stale_server(&mut self, domid: u16, server_id: u16) {
-        // xen-backend exposes no "destroy server by id" yet; the stale server dies with
-        // the domain. Say so instead of pretending.
-        tracing::warn!(
-            domid,
-            server_id,
-            "stale ioreq server left for Xen to reap with the domain"
-        );
+    /// Destroys an ioreq server left behind by an earlier daemon; returns what happened
+    /// (also logged).
+    pub fn destroy_stale_server(&mut self, domid: u16, server_id: u16) -> String {
+        let msg = match self.hv.destroy_ioreq_server(domid, server_id) {
+            Ok(()) => format!("stale ioreq server {server_id} of domain {domid} destroyed"),
+            Err(XenBackendError::NoSuchDomain(_)) | Err(XenBackendError::DomainGone(_)) => {
+                format!("stale ioreq server {server_id}: domain {domid} is gone (Xen reaped it)")
+            }
+            Err(e) => {
+                format!("stale ioreq server {server_id} of domain {domid} not destroyed: {e}")
+            }
+        };
+        tracing::warn!(domid, server_id, "{msg}");
+        msg
     }
 
-    fn service(&mut self, domid: u16) -> Result<(), BackendError> {
-        let Some((id, server)) = self.devices.get_mut(&domid) else {
+    /// Handles pending requests of one device; `NoSuchDomain` means it died.
+    pub fn service(&mut self, domid: u16) -> Result<(), BackendError> {
+        let Some(dev) = self.devices.get_mut(&domid) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
-        let Some(vgpu) = self.manager.get_mut(*id) else {
+        let Some(mut io) = self.gvt.io(dev.id) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
-        server
-            .service(vgpu)
+        dev.server
+            .service(&mut io)
             .map(drop)
             .map_err(|e| map_err(e, domid))
     }
 
-    fn start_domain(&mut self, _name: &str) -> Result<u16, BackendError> {
-        Err(BackendError::Failed(
-            "this backend cannot start domains (use xl create)".into(),
-        ))
+    /// Simulation only: starts a domain (with id `domid`, or the lowest free one).
+    pub fn start_domain(
+        &mut self,
+        domid: Option<u16>,
+        ram_mib: Option<u64>,
+    ) -> Result<u16, BackendError> {
+        let Some(xen) = &self.sim else {
+            return Err(BackendError::Unsupported(
+                "this backend cannot start domains (use xl create)".into(),
+            ));
+        };
+        let ram = ram_mib
+            .unwrap_or(SIM_DEFAULT_RAM_MIB)
+            .clamp(16, SIM_MAX_RAM_MIB);
+        let cfg = SimDomainConfig {
+            ram_bytes: ram * MIB,
+            ..SimDomainConfig::default()
+        };
+        let dom = match domid {
+            Some(d) => xen.create_domain_with_id(d, cfg),
+            None => xen.create_domain(cfg),
+        }
+        .map_err(|e| BackendError::Failed(format!("starting a simulated domain: {e}")))?;
+        self.sim_started.insert(dom.domid());
+        tracing::info!(
+            domid = dom.domid(),
+            ram_mib = ram,
+            "simulated domain started"
+        );
+        Ok(dom.domid())
     }
 
-    fn stop_domain(&mut self, _domid: u16) {}
+    /// Whether the daemon started this (simulated) domain.
+    pub fn owns_domain(&self, domid: u16) -> bool {
+        self.sim_started.contains(&domid)
+    }
+
+    /// Simulation only: destroys a domain started with [`MediatedBackend::start_domain`].
+    pub fn stop_domain(&mut self, domid: u16) {
+        if self.sim_started.remove(&domid) {
+            if let Some(xen) = &self.sim {
+                xen.destroy_domain(domid);
+                tracing::info!(domid, "simulated domain stopped");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::daemon::{Daemon, Origin};
-    use xen_backend::{SimDomainConfig, SimXen};
-
-    #[test]
-    fn attach_creates_a_server_on_the_simulated_xen_and_destroy_removes_it() {
-        let xen = SimXen::new();
-        let dom = xen.create_domain(SimDomainConfig::default()).unwrap();
-        let cfg = DaemonConfig::default();
-        let b = MediatedBackend::new("sim-xen", Arc::new(xen.clone()), &cfg).unwrap();
-        let mut d = Daemon::new(cfg, Box::new(b), None);
-        let req = d.request_for_type(Some("GVTg_V5_4")).unwrap();
-        let info = d.attach(dom.domid(), &req, Origin::Control, false).unwrap();
-        assert_eq!(dom.server_count(), 1);
-        assert_eq!(info.low_gm.size, 128 * MIB);
-        assert!(d.vgpus()[&dom.domid()].poll_fd.is_some());
-        assert!(d.service(dom.domid()));
-        // Unknown domain: typed error, nothing left behind.
-        assert!(d.attach(999, &req, Origin::Control, false).is_err());
-        d.destroy(dom.domid()).unwrap();
-        assert_eq!(dom.server_count(), 0);
-        // A destroyed domain makes service() tear the vGPU down.
-        d.attach(dom.domid(), &req, Origin::Control, false).unwrap();
-        xen.destroy_domain(dom.domid());
-        assert!(!d.service(dom.domid()));
-        assert!(d.vgpus().is_empty());
-    }
-}
+mod tests;

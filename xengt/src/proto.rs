@@ -10,9 +10,15 @@
 //! most [`MAX_LINE`] bytes. Nothing is executed until a complete, valid line arrived, so a
 //! peer that sends garbage or disconnects mid-request changes no state.
 
+use mediator::counters::VgpuCounters;
+use mediator::display::fb::Tiling;
+use mediator::display::{DisplayCaps, PlaneInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::xlcfg::GuestConfig;
+
+mod base64;
+pub use self::base64::{base64_decode, base64_encode};
 
 /// Protocol version spoken by this build.
 pub const PROTO_VERSION: u32 = 1;
@@ -77,7 +83,7 @@ pub enum Op {
         /// Guest domain.
         domid: u16,
     },
-    /// The guest's primary plane as PNG (not implemented yet).
+    /// The guest's primary plane as PNG ([`ScreenshotInfo`], the PNG base64-encoded).
     Screenshot {
         /// Guest domain.
         domid: u16,
@@ -104,6 +110,8 @@ pub enum ErrorCode {
     Unsupported,
     /// The hypervisor backend failed.
     Backend,
+    /// The guest shows no image (plane disabled or outside its graphics memory).
+    NoImage,
 }
 
 /// An error response body.
@@ -180,8 +188,108 @@ pub struct TypeInfo {
     pub fences: u32,
     /// Default EDID resolution.
     pub edid: [u32; 2],
-    /// How many more vGPUs of this type fit now.
+    /// How many more vGPUs of this type fit now (from the mediator's partitioner).
     pub available_instances: u32,
+    /// Display capabilities (`has_display`, `plane_interfaces`, `max_width`,
+    /// `max_height`, `ports`), discoverable without creating a vGPU.
+    #[serde(flatten)]
+    pub display: DisplayCaps,
+}
+
+/// The primary plane, shaped like VFIO's `vfio_device_gfx_plane_info` (`drm_format`,
+/// `drm_format_mod`, `width`, `height`, `stride`, `size`, `x_pos`, `y_pos`) plus the
+/// fourcc as text, the tiling and the plane's graphics memory (GGTT) address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaneView {
+    /// Always `primary`.
+    pub drm_plane_type: String,
+    /// DRM fourcc code.
+    pub drm_format: u32,
+    /// The fourcc as four characters (e.g. `XR24`).
+    pub fourcc: String,
+    /// DRM format modifier.
+    pub drm_format_mod: u64,
+    /// `linear`, `x` or `y`.
+    pub tiling: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes per row.
+    pub stride: u64,
+    /// Bytes of surface the visible area spans.
+    pub size: u64,
+    /// Position on the pipe.
+    pub x_pos: u32,
+    /// Position on the pipe.
+    pub y_pos: u32,
+    /// Surface base in graphics memory.
+    pub ggtt_offset: u64,
+    /// Pipe (0 = A).
+    pub pipe: u32,
+}
+
+impl From<&PlaneInfo> for PlaneView {
+    fn from(p: &PlaneInfo) -> Self {
+        let fourcc = p
+            .drm_format
+            .to_le_bytes()
+            .iter()
+            .map(|b| {
+                if b.is_ascii_graphic() {
+                    char::from(*b)
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        PlaneView {
+            drm_plane_type: "primary".into(),
+            drm_format: p.drm_format,
+            fourcc,
+            drm_format_mod: p.drm_format_mod,
+            tiling: match p.tiling {
+                Tiling::Linear => "linear",
+                Tiling::X => "x",
+                Tiling::Y => "y",
+            }
+            .into(),
+            width: p.width,
+            height: p.height,
+            stride: p.stride,
+            size: p.size,
+            x_pos: p.x_pos,
+            y_pos: p.y_pos,
+            ggtt_offset: p.ggtt_offset,
+            pipe: p.pipe,
+        }
+    }
+}
+
+/// Counters of one vGPU and its ioreq server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersView {
+    /// GGTT PTE writes dropped (outside the windows + frames not owned + bad access).
+    pub ggtt_writes_dropped: u64,
+    /// The vGPU's counters.
+    pub vgpu: VgpuCounters,
+    /// The ioreq server's dispatch and map-cache counters.
+    pub server: serde_json::Value,
+    /// The mediator's statistics: submissions, completions, rejections by reason,
+    /// engine time and share (`null` if unavailable).
+    #[serde(default)]
+    pub mediator: serde_json::Value,
+}
+
+/// A screenshot reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenshotInfo {
+    /// The plane that was read.
+    pub plane: PlaneView,
+    /// The PNG (8-bit RGBA), standard base64 with padding.
+    pub png_base64: String,
+    /// Every surface page was read (missing pixels are transparent black).
+    pub complete: bool,
 }
 
 /// One vGPU.
@@ -211,6 +319,15 @@ pub struct VgpuInfo {
     pub bar2: u64,
     /// How it was created: `control`, `xenstore` or `resumed`.
     pub origin: String,
+    /// The primary plane (`info` only; absent when there is none, see `plane_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane: Option<PlaneView>,
+    /// Why there is no plane (`info` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane_error: Option<String>,
+    /// Counters (`info` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<CountersView>,
 }
 
 /// Daemon facts.

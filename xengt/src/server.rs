@@ -1,7 +1,8 @@
 //! The daemon's single `mio` event loop: the control socket and its clients, the XenStore
-//! watch fd, each vGPU's device fd, the signal self-pipe, and a 1 s timer for hotplug
-//! timeouts. SIGTERM/SIGINT tear every vGPU (and its ioreq server) down, mark hotplugged
-//! devices Closed in XenStore, remove the persisted records and the socket.
+//! watch fd, each vGPU's device fd, the signal self-pipe; the poll timeout is the next
+//! vGPU timer deadline (display vblank), at most 1 s for hotplug timeouts. SIGTERM/SIGINT
+//! tear every vGPU (and its ioreq server) down, mark hotplugged devices Closed in
+//! XenStore, remove the persisted records and the socket.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -27,6 +28,8 @@ const SIGNALS: Token = Token(2);
 const DEVICE_BASE: usize = 0x1_0000;
 const CONN_BASE: usize = 0x10_0000;
 const MAX_CONNS: usize = 64;
+/// Longest sleep of the loop (hotplug timeouts are checked at least this often).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Event-loop errors.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +153,11 @@ impl Server {
         let mut events = Events::with_capacity(64);
         tracing::info!(socket = %self.socket_path.display(), "xengtd ready");
         loop {
-            match self.poll.poll(&mut events, Some(Duration::from_secs(1))) {
+            let timeout = self
+                .daemon
+                .next_deadline()
+                .map_or(HOUSEKEEPING, |d| d.min(HOUSEKEEPING));
+            match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_err("poll")(e)),
@@ -178,6 +185,8 @@ impl Server {
             if stop {
                 break;
             }
+            // vGPU timers (vblank): cheap when nothing is due.
+            self.daemon.tick();
             if let (Some(hp), Some(xs)) = (self.hotplug.as_mut(), self.xs.as_ref()) {
                 hp.tick(&mut self.daemon, xs);
             }

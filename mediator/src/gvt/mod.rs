@@ -54,7 +54,7 @@ use crate::display::FbError;
 use crate::effects::Effects;
 use crate::host::{
     EngineId, GmRange, HostError, HostEvent, HostGpu, HostGtt, HostPte, OwnerId, PpgttHandle,
-    ReserveRequest,
+    ReserveAt, ReserveRequest,
 };
 use crate::manager::{CreateRequest, ManagerError, VgpuId, VgpuManager};
 use crate::memory::GuestMemory;
@@ -196,7 +196,18 @@ impl Gvt {
         gpu: Box<dyn HostGpu>,
         clock: Arc<dyn Clock>,
     ) -> Result<Gvt, GvtError> {
-        let manager = VgpuManager::new(host, vtypes::builtin_types())?;
+        Self::with_types(host, vtypes::builtin_types(), gpu, clock)
+    }
+
+    /// A mediator offering `types` (e.g. the daemon's configured types) on a
+    /// caller-provided host GPU (see [`Gvt::with_host`]).
+    pub fn with_types(
+        host: HostDescription,
+        types: Vec<vtypes::VgpuType>,
+        gpu: Box<dyn HostGpu>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Gvt, GvtError> {
+        let manager = VgpuManager::new(host, types)?;
         let scheds =
             EngineId::ALL.map(|_| Scheduler::new(Arc::clone(&clock), SchedConfig::default()));
         Ok(Gvt {
@@ -218,7 +229,29 @@ impl Gvt {
         mem: Arc<dyn GuestMemory>,
     ) -> Result<VgpuId, GvtError> {
         let id = self.manager.create(req, Arc::clone(&mem))?;
-        match self.attach_host(id, mem) {
+        self.finish_create(id, mem, false)
+    }
+
+    /// Like [`Gvt::create_vgpu`], at exactly the windows and fences of `at` (a vGPU
+    /// re-created where its guest already ballooned). The host must place it there too,
+    /// else [`GvtError::HostMismatch`].
+    pub fn create_vgpu_at(
+        &mut self,
+        req: &CreateRequest,
+        at: &crate::partition::Allocation,
+        mem: Arc<dyn GuestMemory>,
+    ) -> Result<VgpuId, GvtError> {
+        let id = self.manager.create_at(req, at, Arc::clone(&mem))?;
+        self.finish_create(id, mem, true)
+    }
+
+    fn finish_create(
+        &mut self,
+        id: VgpuId,
+        mem: Arc<dyn GuestMemory>,
+        exact: bool,
+    ) -> Result<VgpuId, GvtError> {
+        match self.attach_host(id, mem, exact) {
             Ok(()) => Ok(id),
             Err(e) => {
                 let _ = self.host.release(owner(id));
@@ -231,7 +264,12 @@ impl Gvt {
         }
     }
 
-    fn attach_host(&mut self, id: VgpuId, mem: Arc<dyn GuestMemory>) -> Result<(), GvtError> {
+    fn attach_host(
+        &mut self,
+        id: VgpuId,
+        mem: Arc<dyn GuestMemory>,
+        exact: bool,
+    ) -> Result<(), GvtError> {
         let v = self.manager.get(id).ok_or(GvtError::NotFound(id))?;
         let cfg = v.config().clone();
         let a = cfg.allocation;
@@ -241,6 +279,11 @@ impl Gvt {
             high_size: a.high.size,
             fences: a.fences.count,
             memory: mem,
+            at: exact.then_some(ReserveAt {
+                low_start: a.low.base,
+                high_start: a.high.base,
+                fence_base: a.fences.base,
+            }),
         })?;
         let low = GmRange {
             start: a.low.base,

@@ -14,6 +14,8 @@ pub mod reg {
     pub const START: u32 = 0x038;
     /// RING_CTL.
     pub const CTL: u32 = 0x03c;
+    /// RING_IPEIR (instruction parser error identity).
+    pub const IPEIR: u32 = 0x064;
     /// RING_HWS_PGA.
     pub const HWS_PGA: u32 = 0x080;
     /// RING_HWSTAM.
@@ -42,6 +44,8 @@ pub mod reg {
     pub const EXECLIST_STATUS_HI: u32 = 0x238;
     /// RING_CONTEXT_CONTROL.
     pub const CONTEXT_CONTROL: u32 = 0x244;
+    /// RING_TIMESTAMP low dword (high dword at +4).
+    pub const TIMESTAMP: u32 = 0x358;
     /// RING_MODE (GFX_MODE).
     pub const MODE: u32 = 0x29c;
     /// CSB entry 0 low dword; entry i at CSB + 8·i.
@@ -75,6 +79,21 @@ pub fn engine_rows(e: EngineId) -> Vec<RegSpec> {
         // §5.1 HWS_PGA: tracked for CSB emulation.
         RegSpec::rw(b + reg::HWS_PGA, 0, RegKind::HwsPga(e), "§5.1"),
         RegSpec::rw(b + reg::HWSTAM, 0xffff_ffff, RegKind::Plain, "§5.1"),
+        // §3.9 RING_TIMESTAMP: 12 MHz free-running counter, computed on read.
+        RegSpec::ro(
+            b + reg::TIMESTAMP,
+            0,
+            RegKind::Timestamp { high: false },
+            "§3.9",
+        ),
+        RegSpec::ro(
+            b + reg::TIMESTAMP + 4,
+            0,
+            RegKind::Timestamp { high: true },
+            "§3.9",
+        ),
+        // §3.4 RING_IPEIR: no instruction-parser errors (read in error capture).
+        RegSpec::ro(b + reg::IPEIR, 0, RegKind::Plain, "§3.4"),
         // §3.5 MI_MODE: masked, bit 9 MODE_IDLE read-only and always 1.
         masked(
             b + reg::MI_MODE,

@@ -33,6 +33,24 @@ impl Partitions {
         (end <= hi).then_some(GmRange { start: cur, size })
     }
 
+    /// `want` if it lies in `[lo, hi)` and overlaps none of `taken`.
+    fn fit_exact(taken: &[GmRange], lo: u64, hi: u64, want: GmRange) -> Option<GmRange> {
+        let end = want.start.checked_add(want.size)?;
+        let clash = taken
+            .iter()
+            .any(|r| r.size > 0 && r.start < end && want.start < r.end());
+        (want.start >= lo && end <= hi && !clash).then_some(want)
+    }
+
+    /// Fences `[base, base + n)` if inside `[first, total)` and free.
+    fn fences_exact(&self, first: u32, total: u32, base: u32, n: u32) -> Option<u32> {
+        let end = base.checked_add(n)?;
+        let clash = self.by_owner.values().any(|r| {
+            n > 0 && r.fence_count > 0 && r.fence_base < end && base < r.fence_base + r.fence_count
+        });
+        (base >= first && end <= total && !clash).then_some(base)
+    }
+
     fn fit_fences(&self, first: u32, total: u32, n: u32) -> Option<u32> {
         let mut taken: Vec<(u32, u32)> = self
             .by_owner
@@ -80,14 +98,30 @@ impl HostPartition for SwGpu {
             start: info.aperture_size,
             size: self.cfg.host_high_reserved,
         });
-        let low = Partitions::fit(&lows, 0, info.aperture_size, req.low_size)
-            .ok_or(room("low (mappable) GM"))?;
-        let high = Partitions::fit(&highs, info.aperture_size, info.ggtt_size, req.high_size)
-            .ok_or(room("high GM"))?;
-        let fence_base = self
-            .part
-            .fit_fences(self.cfg.host_fences, info.fence_count, req.fences)
-            .ok_or(room("fences"))?;
+        let (ap, gg, hf, fc) = (
+            info.aperture_size,
+            info.ggtt_size,
+            self.cfg.host_fences,
+            info.fence_count,
+        );
+        let (low, high, fence_base) = match req.at {
+            None => (
+                Partitions::fit(&lows, 0, ap, req.low_size),
+                Partitions::fit(&highs, ap, gg, req.high_size),
+                self.part.fit_fences(hf, fc, req.fences),
+            ),
+            Some(at) => {
+                let w = |start, size| GmRange { start, size };
+                (
+                    Partitions::fit_exact(&lows, 0, ap, w(at.low_start, req.low_size)),
+                    Partitions::fit_exact(&highs, ap, gg, w(at.high_start, req.high_size)),
+                    self.part.fences_exact(hf, fc, at.fence_base, req.fences),
+                )
+            }
+        };
+        let low = low.ok_or(room("low (mappable) GM"))?;
+        let high = high.ok_or(room("high GM"))?;
+        let fence_base = fence_base.ok_or(room("fences"))?;
         let res = Reservation {
             low,
             high,

@@ -6,7 +6,7 @@ use super::*;
 use crate::cmd::{GmSpace, RingSlice, ScanLimits, ScanRequest, Scanner, WorkloadContext};
 use crate::host::{
     AddressSpace, FaultReason, HostGtt, HostPartition, HostPte, PpgttHandle, Reservation,
-    ReserveRequest,
+    ReserveAt, ReserveRequest,
 };
 use crate::memory::{GuestMemory, VecMemory};
 
@@ -36,6 +36,7 @@ impl Rig {
                 high_size: PAGES * 4096,
                 fences: 4,
                 memory: mem.clone(),
+                at: None,
             })
             .unwrap();
         for i in 0..PAGES {
@@ -373,6 +374,7 @@ fn partitions_are_disjoint_and_tables_refuse_foreign_frames() {
         high_size: 512 << 20,
         fences: 4,
         memory: memory.clone(),
+        at: None,
     };
     let a = gpu.reserve(mk(1, &mem)).unwrap();
     let b = gpu.reserve(mk(2, &mem)).unwrap();
@@ -493,4 +495,57 @@ fn scheduler_shares_hold_with_modelled_engine_costs() {
         b.gpu.busy_ns(EngineId::Bcs),
         s.stats(1).unwrap().used.as_nanos() as u64 + s.stats(2).unwrap().used.as_nanos() as u64
     );
+}
+
+#[test]
+fn exact_reservation_takes_the_asked_windows_or_refuses() {
+    let mut gpu = SwGpu::new(SwConfig::default());
+    let mem: Arc<dyn GuestMemory> = Arc::new(VecMemory::new(1 << 20));
+    let first = gpu
+        .reserve(ReserveRequest {
+            owner: 1,
+            low_size: 64 << 20,
+            high_size: 512 << 20,
+            fences: 4,
+            memory: mem.clone(),
+            at: None,
+        })
+        .unwrap();
+    // Ask for the window after a gap left at the first-fit position.
+    let at = ReserveAt {
+        low_start: first.low.end() + (64 << 20),
+        high_start: first.high.end() + (512 << 20),
+        fence_base: first.fence_base + 8,
+    };
+    let req = |owner, at| ReserveRequest {
+        owner,
+        low_size: 64 << 20,
+        high_size: 512 << 20,
+        fences: 4,
+        memory: mem.clone(),
+        at: Some(at),
+    };
+    let r = gpu.reserve(req(2, at)).unwrap();
+    assert_eq!(
+        (r.low.start, r.high.start, r.fence_base),
+        (at.low_start, at.high_start, at.fence_base)
+    );
+    // Overlapping a holder, or outside the pool: refused.
+    let clash = ReserveAt {
+        low_start: first.low.start,
+        ..at
+    };
+    assert!(matches!(
+        gpu.reserve(req(3, clash)),
+        Err(HostError::NoRoom { .. })
+    ));
+    let outside = ReserveAt {
+        low_start: 0,
+        high_start: first.high.end(),
+        fence_base: first.fence_base + 4,
+    };
+    assert!(matches!(
+        gpu.reserve(req(3, outside)),
+        Err(HostError::NoRoom { .. })
+    ));
 }

@@ -3,7 +3,7 @@
 
 use crate::bus::{fill_unclaimed, le_value, set_le_value};
 use crate::effects::Effects;
-use crate::ggtt::{GgttDrop, GgttWrite};
+use crate::ggtt_ram::SyncScope;
 use crate::irq;
 use crate::memory::PAGE_SIZE;
 use crate::mmio::gt::{FENCE_BASE, GDRST_FULL, GDRST_GUC, GUC_STATUS};
@@ -63,18 +63,10 @@ impl Vgpu {
         match r.key {
             Region::Registers => self.reg_write(r.offset, data, fx),
             Region::Unused => self.state.counters.bar0_unused_accesses += 1,
-            Region::GgttWindow => match self.state.ggtt.write(r.offset, data, self.mem.as_ref()) {
-                GgttWrite::Applied => self.state.counters.ggtt_writes_applied += 1,
-                GgttWrite::Dropped(GgttDrop::OutsideWindows) => {
-                    self.state.counters.ggtt_dropped_outside += 1
-                }
-                GgttWrite::Dropped(GgttDrop::FrameNotOwned) => {
-                    self.state.counters.ggtt_dropped_not_owned += 1
-                }
-                GgttWrite::Dropped(GgttDrop::BadAccess) => {
-                    self.state.counters.ggtt_dropped_bad_access += 1
-                }
-            },
+            Region::GgttWindow => {
+                let w = self.state.ggtt.write(r.offset, data, self.mem.as_ref());
+                super::ram_path::count_ggtt_write(&mut self.state.counters, w);
+            }
             Region::Aperture => self.aperture(r.offset, None, Some(data)),
         }
     }
@@ -153,6 +145,9 @@ impl Vgpu {
         if !r.tracked {
             self.state.counters.untracked_reads += 1;
         }
+        if let RegKind::Timestamp { high } = r.kind {
+            return self.timestamp_dword(high);
+        }
         r.value
     }
 
@@ -223,7 +218,10 @@ impl Vgpu {
                 engine: e,
                 gm: out.new,
             }),
-            RegKind::GgttFlush => self.push_event(VgpuEvent::GgttFlush),
+            RegKind::GgttFlush => {
+                self.sync_ggtt(SyncScope::All);
+                self.push_event(VgpuEvent::GgttFlush);
+            }
             RegKind::Display => self.push_event(VgpuEvent::DisplayWrite {
                 offset: dw,
                 value: out.new,
@@ -272,6 +270,7 @@ impl Vgpu {
             u64::from(s[2]) | (u64::from(s[3]) << 32),
         ];
         self.state.counters.elsp_submissions += 1;
+        self.sync_ggtt(SyncScope::Windows);
         if !self.state.failsafe {
             self.push_event(VgpuEvent::ElspSubmit { engine: e, descs });
         }

@@ -101,7 +101,7 @@ pub(crate) struct XenLibs {
 
 /// Clone-able form of a load failure (kept in the `OnceLock`).
 #[derive(Debug, Clone)]
-enum LoadError {
+pub(super) enum LoadError {
     Library {
         soname: &'static str,
         reason: String,
@@ -121,7 +121,7 @@ impl From<LoadError> for FfiError {
     }
 }
 
-struct Lib {
+pub(super) struct Lib {
     handle: *mut c_void,
     soname: &'static str,
 }
@@ -137,7 +137,7 @@ fn dlerror_text() -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-fn open_lib(soname: &'static str, cname: &CStr) -> Result<Lib, LoadError> {
+pub(super) fn open_lib(soname: &'static str, cname: &CStr) -> Result<Lib, LoadError> {
     // SAFETY: `cname` is NUL-terminated; dlopen runs the library's initialisers, which
     // for the Xen tool libraries only register with libxentoolcore.
     let handle = unsafe { libc::dlopen(cname.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
@@ -155,7 +155,7 @@ fn open_lib(soname: &'static str, cname: &CStr) -> Result<Lib, LoadError> {
 /// # Safety
 /// `T` must be an `unsafe extern "C" fn` type whose signature matches the C prototype
 /// of `name`.
-unsafe fn sym<T: Copy>(lib: &Lib, name: &'static CStr) -> Result<T, LoadError> {
+pub(super) unsafe fn sym<T: Copy>(lib: &Lib, name: &'static CStr) -> Result<T, LoadError> {
     const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<*mut c_void>()) };
     // SAFETY: handle came from a successful dlopen; `name` is NUL-terminated.
     let p = unsafe { libc::dlsym(lib.handle, name.as_ptr()) };

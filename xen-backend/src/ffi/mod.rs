@@ -2,6 +2,7 @@
 //! Xen libraries. Every `unsafe` block carries a `// SAFETY:` comment; everything exported
 //! is a safe API.
 
+pub mod ctrl;
 pub mod dl;
 pub mod eventfd;
 pub mod page;

@@ -26,6 +26,7 @@ use crate::abi::{
     XEN_DMOP_IOREQ_MEM_ACCESS_WRITE,
 };
 use crate::api::{DeviceServer, DomainInfo, Hypervisor, ServerOptions, XenBackendError};
+use crate::ffi::ctrl::XenCtrl;
 use crate::ffi::eventfd::poll_readable;
 use crate::ffi::page::{BufferedIopage, SharedIopage};
 use crate::ffi::xen::{DeviceModel, EventChannel, ForeignMemory};
@@ -113,6 +114,102 @@ struct RealPlatform {
     ports: Vec<u32>,
     port_to_vcpu: HashMap<u32, usize>,
     buf_port: Option<u32>,
+    /// libxenctrl, opened on the first `PopulateRam`.
+    ctrl: Option<XenCtrl>,
+    /// RAM this server populated (released on drop).
+    populated: Vec<Populated>,
+}
+
+/// One range of frames populated for the domain, and how much `maxmem` grew for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Populated {
+    first_gfn: u64,
+    count: u64,
+    added_kb: u64,
+}
+
+/// Extra `maxmem` headroom per populate, as the recipe's `ramggtt` used.
+const POPULATE_SLACK_KB: u64 = 1024;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+fn gfn_list(first: u64, count: u64) -> io::Result<Vec<u64>> {
+    (0..count)
+        .map(|i| first.checked_add(i).ok_or_else(|| errno(libc::EINVAL)))
+        .collect()
+}
+
+impl RealPlatform {
+    fn ctrl(&mut self) -> io::Result<&XenCtrl> {
+        if self.ctrl.is_none() {
+            match XenCtrl::open() {
+                Ok(c) => self.ctrl = Some(c),
+                Err(e) => {
+                    tracing::warn!(domid = self.server.domid, error = %e, "libxenctrl unavailable");
+                    return Err(errno(libc::ENOSYS));
+                }
+            }
+        }
+        self.ctrl.as_ref().ok_or_else(|| errno(libc::ENOSYS))
+    }
+
+    /// `setmaxmem(+count pages)` then `populate_physmap_exact` (recipe §4 pitfall 8).
+    fn populate(&mut self, first_gfn: u64, count: u64) -> io::Result<()> {
+        let overlaps = self.populated.iter().any(|p| {
+            first_gfn < p.first_gfn.saturating_add(p.count)
+                && p.first_gfn < first_gfn.saturating_add(count)
+        });
+        if overlaps {
+            return Err(errno(libc::EEXIST));
+        }
+        let gfns = gfn_list(first_gfn, count)?;
+        let domid = self.server.domid;
+        let added_kb = count
+            .checked_mul(4)
+            .and_then(|k| k.checked_add(POPULATE_SLACK_KB))
+            .ok_or_else(|| errno(libc::EINVAL))?;
+        let ctrl = self.ctrl()?;
+        let max = ctrl.max_memkb(domid)?;
+        let raised = max
+            .checked_add(added_kb)
+            .ok_or_else(|| errno(libc::EINVAL))?;
+        ctrl.set_max_memkb(domid, raised)?;
+        if let Err(e) = ctrl.populate(domid, &gfns) {
+            let _ = ctrl.set_max_memkb(domid, max);
+            return Err(e);
+        }
+        tracing::info!(domid, first_gfn, count, "populated RAM for the GGTT window");
+        self.populated.push(Populated {
+            first_gfn,
+            count,
+            added_kb,
+        });
+        Ok(())
+    }
+
+    /// `decrease_reservation_exact`, then `maxmem` back down.
+    fn release(&mut self, p: Populated) -> io::Result<()> {
+        let gfns = gfn_list(p.first_gfn, p.count)?;
+        let domid = self.server.domid;
+        let ctrl = self.ctrl()?;
+        ctrl.depopulate(domid, &gfns)?;
+        let max = ctrl.max_memkb(domid)?;
+        ctrl.set_max_memkb(domid, max.saturating_sub(p.added_kb))
+    }
+}
+
+impl Drop for RealPlatform {
+    fn drop(&mut self) {
+        for p in std::mem::take(&mut self.populated) {
+            if let Err(e) = self.release(p) {
+                if !is_esrch(&e) {
+                    tracing::warn!(domid = self.server.domid, error = %e, "releasing populated RAM failed");
+                }
+            }
+        }
+    }
 }
 
 impl Platform for RealPlatform {
@@ -195,6 +292,19 @@ impl Platform for RealPlatform {
             HVMMEM_RAM_RW
         };
         self.server.dm.set_mem_type(self.server.domid, t, gfn, 1)
+    }
+
+    fn populate_ram(&mut self, first_gfn: u64, count: u64, populate: bool) -> io::Result<()> {
+        if populate {
+            return self.populate(first_gfn, count);
+        }
+        let i = self
+            .populated
+            .iter()
+            .position(|p| p.first_gfn == first_gfn && p.count == count)
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        let p = self.populated.remove(i);
+        self.release(p)
     }
 }
 
@@ -341,6 +451,8 @@ impl Hypervisor for RealXen {
             ports,
             port_to_vcpu,
             buf_port,
+            ctrl: None,
+            populated: Vec::new(),
         };
         let mem = Arc::new(MapCache::new(
             Box::new(RealFrameMapper {
@@ -351,6 +463,31 @@ impl Hypervisor for RealXen {
         ));
         tracing::info!(domid, id, vcpus = nr, "ioreq server enabled");
         Ok(Box::new(IoreqServer::new(platform, page, buf, nr, mem)))
+    }
+
+    fn destroy_ioreq_server(&self, domid: u16, id: u16) -> Result<(), XenBackendError> {
+        let gone = |e: io::Error| {
+            if is_esrch(&e) {
+                XenBackendError::NoSuchDomain(domid)
+            } else {
+                XenBackendError::Op {
+                    op: "destroy_ioreq_server",
+                    domid,
+                    source: e,
+                }
+            }
+        };
+        // Disabling first stops new requests reaching its (unserviced) pages; a failure
+        // here is not fatal, the destroy below is what matters.
+        if let Err(e) = self.dm.set_ioreq_server_state(domid, id, false) {
+            if is_esrch(&e) {
+                return Err(XenBackendError::NoSuchDomain(domid));
+            }
+            tracing::debug!(domid, id, error = %e, "disabling a stale ioreq server failed");
+        }
+        self.dm.destroy_ioreq_server(domid, id).map_err(gone)?;
+        tracing::info!(domid, id, "stale ioreq server destroyed");
+        Ok(())
     }
 
     fn domain_info(&self, domid: u16) -> Result<DomainInfo, XenBackendError> {

@@ -88,6 +88,8 @@ pub(crate) struct Domain {
     pub domid: u16,
     pub ram: Arc<VecMemory>,
     pub ram_bytes: u64,
+    /// RAM populated at run time outside `ram` ([`crate::sim::memory`]).
+    pub extra: RwLock<Vec<crate::sim::memory::ExtraRam>>,
     pub vcpus: usize,
     pub timeout: Duration,
     pub servers: RwLock<[Option<Arc<SimServer>>; MAX_NR_IOREQ_SERVERS]>,
@@ -114,6 +116,7 @@ impl Domain {
             domid,
             ram: Arc::new(VecMemory::new(ram_bytes)),
             ram_bytes,
+            extra: RwLock::new(Vec::new()),
             vcpus,
             timeout,
             servers: RwLock::new(Default::default()),

@@ -10,6 +10,7 @@
 //! [`SimXen`] implements [`Hypervisor`], so the daemon runs unchanged on it.
 
 mod domain;
+mod memory;
 mod platform;
 pub mod rangeset;
 mod vcpu;
@@ -25,6 +26,7 @@ use mediator::memory::GuestMemory;
 use thiserror::Error;
 
 pub use domain::SimDomainStats;
+pub use memory::SIM_MAX_EXTRA_RAM;
 pub use vcpu::{SimVcpu, VGA_WINDOW};
 
 use crate::abi::{IOREQ_SLOTS, MAX_NR_IOREQ_SERVERS};
@@ -48,9 +50,12 @@ pub enum SimXenError {
     /// vCPU count 0 or above 128.
     #[error("invalid vCPU count {0}")]
     BadVcpus(usize),
-    /// Domain ids exhausted.
-    #[error("no free domain id")]
+    /// Domain ids exhausted, or the requested id is not a guest domain id.
+    #[error("no free (or no valid) domain id")]
     NoDomid,
+    /// The requested domain id is taken.
+    #[error("domain {0} already exists")]
+    DomidInUse(u16),
     /// eventfd creation failed.
     #[error("eventfd: {0}")]
     Io(#[from] std::io::Error),
@@ -101,6 +106,25 @@ impl SimXen {
 
     /// Creates a domain with the lowest free id ≥ 1.
     pub fn create_domain(&self, cfg: SimDomainConfig) -> Result<SimDomain, SimXenError> {
+        self.create_domain_inner(None, cfg)
+    }
+
+    /// Creates a domain with id `domid` (a guest id: 1..DOMID_SELF, i.e. below DOMID_FIRST_RESERVED); fails with
+    /// [`SimXenError::DomidInUse`] if it exists and [`SimXenError::NoDomid`] if the id is
+    /// not a guest id.
+    pub fn create_domain_with_id(
+        &self,
+        domid: u16,
+        cfg: SimDomainConfig,
+    ) -> Result<SimDomain, SimXenError> {
+        self.create_domain_inner(Some(domid), cfg)
+    }
+
+    fn create_domain_inner(
+        &self,
+        want: Option<u16>,
+        cfg: SimDomainConfig,
+    ) -> Result<SimDomain, SimXenError> {
         let pg = mediator::memory::PAGE_SIZE;
         if cfg.ram_bytes == 0 || cfg.ram_bytes % pg != 0 || cfg.ram_bytes > SIM_MAX_RAM {
             return Err(SimXenError::BadRam(cfg.ram_bytes));
@@ -109,9 +133,14 @@ impl SimXen {
             return Err(SimXenError::BadVcpus(cfg.vcpus));
         }
         let mut doms = self.lock();
-        let domid = (1..crate::abi::DOMID_SELF)
-            .find(|d| !doms.contains_key(d))
-            .ok_or(SimXenError::NoDomid)?;
+        let domid = match want {
+            Some(d) if d == 0 || d >= crate::abi::DOMID_SELF => return Err(SimXenError::NoDomid),
+            Some(d) if doms.contains_key(&d) => return Err(SimXenError::DomidInUse(d)),
+            Some(d) => d,
+            None => (1..crate::abi::DOMID_SELF)
+                .find(|d| !doms.contains_key(d))
+                .ok_or(SimXenError::NoDomid)?,
+        };
         let dom = Arc::new(Domain::new(
             domid,
             cfg.ram_bytes,
@@ -187,6 +216,7 @@ impl SimXen {
         let mut platform = SimPlatform {
             dom: Arc::clone(&dom),
             server: Arc::clone(&server),
+            populated: Vec::new(),
         };
         let op_err = |op, source| XenBackendError::Op { op, domid, source };
         for sbdf in &opts.pci_devices {
@@ -244,6 +274,23 @@ impl Hypervisor for SimXen {
         self.attach_inner(domid, opts)
     }
 
+    fn destroy_ioreq_server(&self, domid: u16, id: u16) -> Result<(), XenBackendError> {
+        let dom = self
+            .lock()
+            .get(&domid)
+            .cloned()
+            .ok_or(XenBackendError::NoSuchDomain(domid))?;
+        if dom.server(id).is_none() {
+            return Err(XenBackendError::Op {
+                op: "destroy_ioreq_server",
+                domid,
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        dom.remove_server(id);
+        Ok(())
+    }
+
     fn domain_info(&self, domid: u16) -> Result<DomainInfo, XenBackendError> {
         let d = self
             .lock()
@@ -288,9 +335,15 @@ impl SimDomain {
         })
     }
 
-    /// The RAM as "Xen" sees it: unprotected, for test setup and inspection.
+    /// The RAM as "Xen" sees it (RAM at 0 plus populated regions): unprotected, for
+    /// test setup and inspection.
     pub fn ram(&self) -> Arc<dyn GuestMemory> {
-        Arc::clone(&self.dom.ram) as Arc<dyn GuestMemory>
+        Arc::new(memory::DomainRam(Arc::clone(&self.dom)))
+    }
+
+    /// RAM regions populated at run time (`Effect::PopulateRam`), as (first gfn, frames).
+    pub fn extra_ram(&self) -> Vec<(u64, u64)> {
+        self.dom.extra_regions()
     }
 
     /// Whether the domain was destroyed.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mediator::bus::Space;
 use mediator::guest_port::Msi;
-use mediator::memory::{GuestMemory, GuestMemoryError, VecMemory, PAGE_SIZE};
+use mediator::memory::{GuestMemoryError, PAGE_SIZE};
 
 use crate::api::XenBackendError;
 use crate::mapcache::{FrameMapper, MappedFrames};
@@ -23,6 +23,8 @@ fn errno(e: i32) -> io::Error {
 pub(crate) struct SimPlatform {
     pub dom: Arc<Domain>,
     pub server: Arc<SimServer>,
+    /// Extra RAM this server populated, as (first gfn, frames); released on drop.
+    pub populated: Vec<(u64, u64)>,
 }
 
 impl SimPlatform {
@@ -95,7 +97,7 @@ impl Platform for SimPlatform {
 
     fn write_protect(&mut self, gfn: u64, protect: bool) -> io::Result<()> {
         self.check()?;
-        if !self.dom.ram.owns_frame(gfn) {
+        if !self.dom.owns_frame(gfn) {
             return Err(errno(libc::EINVAL));
         }
         let mut wp = self.dom.wp.write().unwrap_or_else(|p| p.into_inner());
@@ -109,12 +111,27 @@ impl Platform for SimPlatform {
         }
         Ok(())
     }
+
+    fn populate_ram(&mut self, first_gfn: u64, count: u64, populate: bool) -> io::Result<()> {
+        self.check()?;
+        self.dom.populate(first_gfn, count, populate)?;
+        if populate {
+            self.populated.push((first_gfn, count));
+        } else {
+            self.populated.retain(|&r| r != (first_gfn, count));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for SimPlatform {
     fn drop(&mut self) {
         // destroy_ioreq_server: ranges go, the claim is released, waiting vCPUs wake.
         self.dom.remove_server(self.server.id);
+        // The daemon gives back the RAM it populated (as the real layer does).
+        for (gfn, n) in std::mem::take(&mut self.populated) {
+            let _ = self.dom.populate(gfn, n, false);
+        }
     }
 }
 
@@ -126,17 +143,16 @@ pub(crate) struct SimFrameMapper {
 
 #[derive(Debug)]
 struct SimFrames {
-    ram: Arc<VecMemory>,
+    dom: Arc<Domain>,
     first: u64,
     count: usize,
-    ram_frames: u64,
 }
 
 impl SimFrames {
     fn gpa(&self, idx: usize, off: usize) -> Result<u64, GuestMemoryError> {
         let gfn = self.first.checked_add(idx as u64);
         match gfn {
-            Some(g) if idx < self.count && g < self.ram_frames => Ok(g * PAGE_SIZE + off as u64),
+            Some(g) if idx < self.count && self.dom.owns_frame(g) => Ok(g * PAGE_SIZE + off as u64),
             _ => Err(GuestMemoryError::MapFailed {
                 gfn: gfn.unwrap_or(u64::MAX),
                 reason: "not mapped".into(),
@@ -150,10 +166,10 @@ impl MappedFrames for SimFrames {
         self.gpa(idx, 0).is_ok()
     }
     fn read(&self, idx: usize, offset: usize, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
-        self.ram.read(self.gpa(idx, offset)?, buf)
+        self.dom.ram_read(self.gpa(idx, offset)?, buf)
     }
     fn write(&self, idx: usize, offset: usize, buf: &[u8]) -> Result<(), GuestMemoryError> {
-        self.ram.write(self.gpa(idx, offset)?, buf)
+        self.dom.ram_write(self.gpa(idx, offset)?, buf)
     }
 }
 
@@ -166,10 +182,9 @@ impl FrameMapper for SimFrameMapper {
             });
         }
         Ok(Arc::new(SimFrames {
-            ram: Arc::clone(&self.dom.ram),
+            dom: Arc::clone(&self.dom),
             first: first_gfn,
             count,
-            ram_frames: self.dom.ram_bytes / PAGE_SIZE,
         }))
     }
 }

@@ -523,3 +523,51 @@ fn attach_validates_and_limits_servers() {
     assert!(xen.attach(d.domid(), opts).is_err());
     assert_eq!(d.server_count(), 0, "failed attach leaves nothing behind");
 }
+
+#[test]
+fn domains_with_chosen_ids_and_stale_server_destroy() {
+    let xen = SimXen::new();
+    let d7 = xen
+        .create_domain_with_id(7, SimDomainConfig::default())
+        .unwrap();
+    assert_eq!(d7.domid(), 7);
+    assert!(matches!(
+        xen.create_domain_with_id(7, SimDomainConfig::default()),
+        Err(SimXenError::DomidInUse(7))
+    ));
+    for bad in [0, crate::abi::DOMID_SELF, u16::MAX] {
+        assert!(matches!(
+            xen.create_domain_with_id(bad, SimDomainConfig::default()),
+            Err(SimXenError::NoDomid)
+        ));
+    }
+    // Automatic ids skip the taken one.
+    assert_eq!(
+        xen.create_domain(SimDomainConfig::default())
+            .unwrap()
+            .domid(),
+        1
+    );
+    assert_eq!(xen.domains(), vec![1, 7]);
+    // A server whose owner "died" (leaked) is destroyed by id; its claim goes with it.
+    let wp = || ServerOptions {
+        write_protect: true,
+        ..gpu_opts()
+    };
+    let server = xen.attach(7, wp()).unwrap();
+    let id = server.server_id();
+    std::mem::forget(server);
+    assert_eq!(d7.server_count(), 1);
+    xen.destroy_ioreq_server(7, id).unwrap();
+    assert_eq!(d7.server_count(), 0);
+    assert!(matches!(
+        xen.destroy_ioreq_server(7, id),
+        Err(XenBackendError::Op { .. })
+    ));
+    assert!(matches!(
+        xen.destroy_ioreq_server(99, 0),
+        Err(XenBackendError::NoSuchDomain(99))
+    ));
+    // The write-protect claim was released: a new server can claim it again.
+    assert!(xen.attach(7, wp()).is_ok());
+}

@@ -258,8 +258,7 @@ impl SimVcpu {
     fn ram_write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
         let len = buf.len() as u64;
         let err = || GuestMemoryError::NotRam { gpa, len };
-        let end = gpa.checked_add(len).ok_or_else(err)?;
-        if end > self.dom.ram_bytes {
+        if !self.dom.is_ram(gpa, len) {
             return Err(err());
         }
         let mut done = 0usize;
@@ -269,7 +268,7 @@ impl SimVcpu {
             let n = page_left.min(buf.len() - done);
             let piece = buf.get(done..done + n).ok_or_else(err)?;
             match self.dom.protector(addr >> PAGE_SHIFT) {
-                None => self.dom.ram.write(addr, piece)?,
+                None => self.dom.ram_write(addr, piece)?,
                 Some(server) => self.protected_write(&server, addr, piece),
             }
             done += n;
@@ -310,8 +309,7 @@ impl SimVcpu {
     }
 
     fn ram_backed(&self, addr: u64, size: u8) -> bool {
-        addr.checked_add(u64::from(size))
-            .is_some_and(|e| e <= self.dom.ram_bytes)
+        self.dom.is_ram(addr, u64::from(size))
     }
 }
 
@@ -323,7 +321,7 @@ impl GuestPort for SimVcpu {
         if self.ram_backed(addr, size) && self.dom.select(Space::Mmio, addr, addr).is_none() {
             let mut b = [0u8; 8];
             let n = usize::from(size);
-            return match b.get_mut(..n).map(|d| self.dom.ram.read(addr, d)) {
+            return match b.get_mut(..n).map(|d| self.dom.ram_read(addr, d)) {
                 Some(Ok(())) => u64::from_le_bytes(b),
                 _ => u64::MAX,
             };
@@ -425,7 +423,7 @@ impl GuestPort for SimVcpu {
 /// become ioreqs and are not committed.
 impl GuestMemory for SimVcpu {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
-        self.dom.ram.read(gpa, buf)
+        self.dom.ram_read(gpa, buf)
     }
 
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
@@ -433,6 +431,6 @@ impl GuestMemory for SimVcpu {
     }
 
     fn owns_frame(&self, gfn: u64) -> bool {
-        self.dom.ram.owns_frame(gfn)
+        self.dom.owns_frame(gfn)
     }
 }

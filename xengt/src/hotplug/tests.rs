@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::SimBackend;
 use crate::config::DaemonConfig;
+use crate::mediated::MediatedBackend;
+use crate::proto::Op;
 use xen_backend::xenstore::test_server::TestServer;
+use xen_backend::SimXen;
 
 struct Rig {
     srv: TestServer,
@@ -17,7 +19,8 @@ fn rig(timeout_secs: u64) -> Rig {
     let xs = Arc::new(XsClient::connect_path(srv.socket_path().to_str().unwrap()).unwrap());
     let mut cfg = DaemonConfig::default();
     cfg.limits.connect_timeout_secs = timeout_secs;
-    let mut d = Daemon::new(cfg, Box::new(SimBackend::new()), Some(xs.clone()));
+    let b = MediatedBackend::with_sim(SimXen::new(), &cfg).unwrap();
+    let mut d = Daemon::new(cfg, b, Some(xs.clone()));
     let hp = Hotplug::start(&mut d, &xs).unwrap();
     Rig { srv, xs, d, hp }
 }
@@ -195,4 +198,42 @@ fn removed_directory_tears_down() {
         !r.xs.exists(&format!("{BACKEND_ROOT}/14")).unwrap(),
         "state must not resurrect it"
     );
+}
+
+#[test]
+fn release_domain_reaps_control_socket_vgpus_too() {
+    let mut r = rig(30);
+    // A domain known to XenStore, attached over the control socket.
+    r.srv.introduce_domain(21);
+    r.d.handle(Op::Attach {
+        domid: 21,
+        type_name: None,
+    })
+    .unwrap();
+    // A simulated domain XenStore never heard of, attached over the control socket.
+    r.d.handle(Op::Attach {
+        domid: 22,
+        type_name: None,
+    })
+    .unwrap();
+    assert!(r.d.vgpus()[&21].in_xenstore);
+    assert!(!r.d.vgpus()[&22].in_xenstore);
+    // An unrelated release leaves both alone.
+    r.srv.introduce_domain(30);
+    r.srv.release_domain(30);
+    r.pump();
+    assert_eq!(r.d.vgpus().len(), 2);
+    r.srv.release_domain(21);
+    r.pump();
+    assert!(
+        !r.d.vgpus().contains_key(&21),
+        "XenStore domain gone: reaped"
+    );
+    assert!(r.d.vgpus().contains_key(&22));
+    // The hypervisor loses domain 22; the next @releaseDomain reaps it.
+    r.d.backend().sim_xen().unwrap().destroy_domain(22);
+    r.srv.introduce_domain(31);
+    r.srv.release_domain(31);
+    r.pump();
+    assert!(r.d.vgpus().is_empty());
 }
