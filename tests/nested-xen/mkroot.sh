@@ -91,15 +91,32 @@ done
 
 cp "$NX_DIR/dom0/init" "$R/init"; chmod +x "$R/init"
 cp "$NX_DIR"/dom0/scenarios/*.sh "$NX_DIR/dom0/common.sh" "$R/scenarios/"
-cp "$NX_ROOT/boot/vmlinuz-$KV" "$R/guest/vmlinuz"
+# Kernels: the bzImage's xz payload costs dom0 ~25 s of TCG time to decompress per
+# `xl create`, and Xen ~4 s for dom0. So dom0 boots the plain ELF vmlinux (a separate
+# multiboot module, not in the cpio) and PVH guests get it gzip'ed (zlib in libxenguest is fast); HVM guests' qemu-xen needs the bzImage.
+VMLINUX="$NX_OUT/vmlinux"
+if [ ! -s "$VMLINUX" ] || [ "$NX_ROOT/boot/vmlinuz-$KV" -nt "$VMLINUX" ]; then
+    off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$NX_ROOT/boot/vmlinuz-$KV" | head -n1 | cut -d: -f1)
+    [ -n "$off" ] || nx_die "no xz payload in vmlinuz-$KV"
+    # (tail dies of SIGPIPE when xz stops at the end of the stream: judge by the output.)
+    tail -c +$((off + 1)) "$NX_ROOT/boot/vmlinuz-$KV" | xz -dc --single-stream >"$VMLINUX.tmp" || true
+    [ "$(head -c 4 "$VMLINUX.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || nx_die "cannot unpack vmlinux from vmlinuz-$KV"
+    mv "$VMLINUX.tmp" "$VMLINUX"
+    gzip -1 -c "$VMLINUX" >"$NX_OUT/vmlinux.gz"
+fi
+cp "$NX_OUT/vmlinux.gz" "$R/guest/vmlinux.gz"
 cp "$NX_OUT/guest.cpio" "$R/guest/guest.cpio"
 cp "$NX_DIR"/guest/*.cfg "$R/guest/"
 
 if [ "${NX_WITH_HVM:-0}" = 1 ]; then
+    cp "$NX_ROOT/boot/vmlinuz-$KV" "$R/guest/vmlinuz"    # qemu-xen's -kernel wants a bzImage
     put_elf "$R" "$NX_ROOT/usr/libexec/xen-qemu-system-i386" /usr/libexec/xen-qemu-system-i386
     put "$R" /usr/lib/xen-4.17/boot/hvmloader
     put "$R" /usr/share/seabios/bios-256k.bin
     for f in linuxboot_dma.bin linuxboot.bin kvmvapic.bin; do put "$R" "/usr/share/qemu/$f"; done
+    for f in vgabios-stdvga.bin vgabios-cirrus.bin; do put "$R" "/usr/share/seabios/$f"; ln -sf "../seabios/$f" "$R/usr/share/qemu/$f"; done
+    mkdir -p "$R/usr/share/qemu/keymaps"; cp -L "$NX_ROOT"/usr/share/qemu/keymaps/en-us "$R/usr/share/qemu/keymaps/"   # -vnc none still loads it
+    put "$R" /usr/lib/ipxe/qemu/efi-e1000.rom; ln -sf ../../lib/ipxe/qemu/efi-e1000.rom "$R/usr/share/qemu/efi-e1000.rom"
 fi
 pack "$R" "$NX_OUT/dom0.cpio"
 
@@ -109,5 +126,4 @@ for d in "$NX_ROOT/usr/share/qemu" "$NX_ROOT/usr/share/seabios" "$NX_ROOT/usr/li
     for f in "$d"/*; do [ -e "$NX_OUT/fw/$(basename "$f")" ] || ln -s "$f" "$NX_OUT/fw/"; done
 done
 zcat "$NX_ROOT/boot/xen-4.17-amd64.gz" >"$NX_OUT/xen"
-cp "$NX_ROOT/boot/vmlinuz-$KV" "$NX_OUT/vmlinuz"
 nx_log "built $NX_OUT/dom0.cpio ($(du -h "$NX_OUT/dom0.cpio" | cut -f1)), guest.cpio ($(du -h "$NX_OUT/guest.cpio" | cut -f1)), kernel $KV"

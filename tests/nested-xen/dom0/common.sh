@@ -68,6 +68,19 @@ backend_dir() {
     return 1
 }
 info_json() { xengt-ctl info "$1" --json >"$2" 2>"$2.err"; }
+# info_vars FILE: one jq run (each costs seconds under nested TCG) setting I_BAR0 I_LB I_LS
+# I_HB I_HS I_FENCES I_DROPPED to decimal values, empty where the field is absent.
+info_vars() {
+    local line
+    line=$(jq -r "[.bar0, $J_LOW_BASE, $J_LOW_SIZE, $J_HIGH_BASE, $J_HIGH_SIZE, $J_FENCES, $J_DROPPED]
+        | map(if . == null then \"-\" else tostring end) | join(\" \")" "$1") || return 1
+    set -- $line
+    [ $# -eq 7 ] || return 1
+    I_BAR0=$(num_or_empty "$1"); I_LB=$(num_or_empty "$2"); I_LS=$(num_or_empty "$3")
+    I_HB=$(num_or_empty "$4"); I_HS=$(num_or_empty "$5"); I_FENCES=$(num_or_empty "$6")
+    I_DROPPED=$(num_or_empty "$7")
+}
+num_or_empty() { [ "$1" = - ] || printf '%d' "$1" 2>/dev/null; }
 # start_daemon: run `xengtd --backend xen` (once per boot) and wait until xengt-ctl answers.
 start_daemon() {
     need xengtd; need xengt-ctl
@@ -83,3 +96,5 @@ start_daemon() {
     done
     daemon_alive || fail "xengtd --backend xen exited: $(tail -n1 /var/log/xengtd.log)"
 }
+# dm_logs: the device-model (qemu-xen) and libxl logs, for HVM failures.
+dm_logs() { for f in /var/log/xen/qemu-dm-*.log /var/log/xen/xl-*.log; do [ -s "$f" ] && { say "--- $f"; tail -n 30 "$f"; }; done; }

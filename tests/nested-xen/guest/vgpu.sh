@@ -42,19 +42,19 @@ wr $((GT + 8 * in_idx)) 64 $pte; in_rd=$(rd $((GT + 8 * in_idx)) 64)
 wr $((GT + 8 * out_idx)) 64 $pte; out_rd=$(rd $((GT + 8 * out_idx)) 64)
 echo "GUEST-GGTT in_idx=$in_idx out_idx=$out_idx written=$(hex $pte) in_read=$in_rd out_read=$out_rd"
 
-# --- fuzz-bars: random reads/writes of random width anywhere in BAR0's 16 MiB
-secs=$(arg xgfuzz); secs=${secs:-5}
-end=$(( $($B date +%s) + secs )); n=0; errs=0
-while [ "$($B date +%s)" -lt $end ]; do
+# --- fuzz-bars: xgfuzz random reads/writes of random width anywhere in BAR0's 16 MiB
+# (one busybox exec per access, decimal addresses: every fork costs under nested TCG).
+count=$(arg xgfuzz); count=${count:-40}
+n=0; errs=0
+while [ $n -lt "$count" ]; do
     off=$(( ((RANDOM << 15) ^ RANDOM) & 0xffffff ))
     case $((RANDOM % 4)) in 0) w=8 ;; 1) w=16 ;; 2) w=32 ;; *) w=64 ;; esac
     off=$(( off & ~(w / 8 - 1) ))
     if [ $((RANDOM % 2)) = 0 ]; then
-        v=$(rd $((BAR0 + off)) $w)
+        $B devmem $((BAR0 + off)) $w >/dev/null 2>&1 || errs=$((errs + 1))
     else
-        v=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM )); wr $((BAR0 + off)) $w $v >/dev/null; v=ok
+        $B devmem $((BAR0 + off)) $w $(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM )) 2>/dev/null || errs=$((errs + 1))
     fi
-    [ "$v" = ERR ] && errs=$((errs + 1))
     n=$((n + 1))
 done
 # The device still answers after the storm.

@@ -8,7 +8,7 @@ g() { guest_field $VGPU_NAME GUEST-GGTT "$1"; }
 [ "$(dec "$(g in_read)")" = "$(dec "$(g written)")" ] || fail "in-window PTE not applied: wrote $(g written), read $(g in_read)"
 [ "$(dec "$(g out_read)")" = 0 ] || fail "out-of-window PTE not dropped: read $(g out_read)"
 info_json "$D" $ST/info1.json || fail "xengt-ctl info $D --json failed: $(tail -n1 $ST/info1.json.err)"
-before=$(jnum "$J_DROPPED" $ST/info0.json); after=$(jnum "$J_DROPPED" $ST/info1.json)
+info_vars $ST/info0.json; before=$I_DROPPED; info_vars $ST/info1.json; after=$I_DROPPED
 [ -n "$after" ] || fail "info has no counters.ggtt_writes_dropped"
 [ "$after" -gt "${before:-0}" ] || fail "counters.ggtt_writes_dropped did not grow ($before -> $after)"
 say "ggtt_writes_dropped $before -> $after"

@@ -14,26 +14,24 @@ D=$(xl domid $VGPU_NAME 2>/dev/null) || fail "no domain $VGPU_NAME after xengt-c
 echo "$D" >$ST/domid
 say "domain $D created in $T0..$(up)"
 
+info_json "$D" $ST/info0.json || fail "xengt-ctl info $D --json failed: $(tail -n1 $ST/info0.json.err)"
+say "info: $(tr -d ' \n' <$ST/info0.json)"
+info_vars $ST/info0.json || fail "cannot parse xengt-ctl info --json"
+[ -n "$I_BAR0" ] && [ "$I_BAR0" -gt 0 ] || fail "info has no non-zero bar0"
+[ -n "$I_LB" ] && [ -n "$I_LS" ] && [ -n "$I_HB" ] && [ -n "$I_HS" ] || fail "info lacks low_gm/high_gm {base,size}"
+# The guest is already booting: publish its parameters first.
+P=/local/domain/$D/data/xengt-test
+xenstore-write "$P/params" "bar0=$I_BAR0 low_base=$I_LB low_size=$I_LS high_base=$I_HB high_size=$I_HS" ||
+    fail "cannot publish test parameters at $P"
+xenstore-chmod -r "$P" "n$D" 2>/dev/null || xenstore-chmod "$P/params" "n$D"
+say "published $P/params"
+
 BE=$(backend_dir "$D") || { xenstore-ls -f /local/domain/0 | tail -n 30; fail "no vGPU backend node for domain $D under /local/domain/0/backend"; }
 echo "$BE" >$ST/backend
 state=$(xenstore-read "$BE/state" 2>/dev/null)
 [ "$state" = 4 ] || fail "backend $BE/state is '$state', want 4 (Connected)"
 xl list "$D" | tail -n +2 | awk '{print $5}' >/tmp/xlstate
 grep -q p /tmp/xlstate && fail "guest $D is still paused after xengt-ctl create ($(cat /tmp/xlstate))"
-
 xengt-ctl list --json >/tmp/list1.json || fail "xengt-ctl list --json failed after create"
 vgpus_json /tmp/list1.json | jq -e --argjson d "$D" 'any(.[]; .domid == $d)' >/dev/null ||
     fail "xengt-ctl list --json does not show domain $D: $(cat /tmp/list1.json)"
-info_json "$D" $ST/info0.json || fail "xengt-ctl info $D --json failed: $(tail -n1 $ST/info0.json.err)"
-say "info: $(cat $ST/info0.json)"
-
-bar0=$(jnum .bar0 $ST/info0.json) || fail "info has no bar0"
-lb=$(jnum "$J_LOW_BASE" $ST/info0.json) && ls_=$(jnum "$J_LOW_SIZE" $ST/info0.json) &&
-    hb=$(jnum "$J_HIGH_BASE" $ST/info0.json) && hs=$(jnum "$J_HIGH_SIZE" $ST/info0.json) ||
-    fail "info lacks low_gm/high_gm {base,size}"
-[ "$bar0" -gt 0 ] || fail "bar0 is 0"
-P=/local/domain/$D/data/xengt-test
-xenstore-write "$P/params" "bar0=$bar0 low_base=$lb low_size=$ls_ high_base=$hb high_size=$hs" ||
-    fail "cannot publish test parameters at $P"
-xenstore-chmod -r "$P" "n$D" 2>/dev/null || xenstore-chmod "$P/params" "n$D"
-say "published $P/params"

@@ -8,14 +8,13 @@ grep '^GUEST-PVINFO \|^GUEST-RW \|^GUEST-PARAMS ' "$(console_log $VGPU_NAME)"
 g() { guest_field $VGPU_NAME GUEST-PVINFO "$1"; }
 [ "$(g magic | tr A-F a-f)" = 0x4776544776544776 ] || fail "PVINFO magic is '$(g magic)'"
 [ "$(dec "$(g ver_major)")" = 1 ] || fail "PVINFO version_major is '$(g ver_major)', want 1"
-I=$ST/info0.json
-for k in low_base low_size high_base high_size; do
-    case $k in low_base) j=$J_LOW_BASE ;; low_size) j=$J_LOW_SIZE ;; high_base) j=$J_HIGH_BASE ;; high_size) j=$J_HIGH_SIZE ;; esac
-    want=$(jnum "$j" $I); got=$(dec "$(g $k)")
-    [ -n "$want" ] && [ "$got" = "$want" ] || fail "PVINFO $k=$(g $k) but xengt-ctl info $j=$want"
-done
-want=$(jnum "$J_FENCES" $I)
-[ -n "$want" ] && [ "$(dec "$(g fences)")" = "$want" ] || fail "PVINFO fence_num=$(g fences), info .fences=$want"
+info_vars $ST/info0.json || fail "cannot parse the info saved by hotplug"
+check() { # check NAME GUEST_VALUE WANT
+    [ -n "$3" ] && [ "$(dec "$2")" = "$3" ] || fail "PVINFO $1=$2 but xengt-ctl info says '$3'"
+}
+check low_base "$(g low_base)" "$I_LB"; check low_size "$(g low_size)" "$I_LS"
+check high_base "$(g high_base)" "$I_HB"; check high_size "$(g high_size)" "$I_HS"
+check fence_num "$(g fences)" "$I_FENCES"
 [ "$(dec "$(guest_field $VGPU_NAME GUEST-RW display_ready_after)")" = 1 ] ||
     fail "display_ready write not read back: $(grep '^GUEST-RW' "$(console_log $VGPU_NAME)")"
 [ "$(guest_field $VGPU_NAME GUEST-RW magic_after_write | tr A-F a-f)" = 0x4776544776544776 ] ||

@@ -1,6 +1,7 @@
 # teardown: `xl destroy` of the guest removes its vGPU (xengt-ctl list/info), its XenStore
-# backend node and its ioreq server / mappings (the domain does not linger as a zombie
-# held by xengtd's foreign mappings); available_instances recovers; xengtd keeps running.
+# backend node and daemon record (/xengt/vgpu/<domid>), and its ioreq server and mappings
+# (the domain must not linger as a "(null)" zombie held by xengtd's foreign mappings);
+# available_instances recovers; xengtd keeps running.
 . /scenarios/common.sh
 D=$(domid_of_test_guest); [ -n "$D" ] || fail "no vGPU guest (hotplug failed)"
 BE=$(cat $ST/backend 2>/dev/null)
@@ -9,6 +10,7 @@ wait_gone "$D" 60 || fail "/local/domain/$D still present 60s after xl destroy"
 i=0; while :; do
     left=""
     [ -n "$BE" ] && xenstore-exists "$BE" 2>/dev/null && left="$left backend-node"
+    xenstore-exists "/xengt/vgpu/$D" 2>/dev/null && left="$left /xengt/vgpu/$D-record"
     xengt-ctl list --json >/tmp/list2.json 2>/dev/null || left="$left list-failed"
     vgpus_json /tmp/list2.json | jq -e --argjson d "$D" 'any(.[]; .domid == $d)' >/dev/null 2>&1 && left="$left listed"
     xl list 2>/dev/null | grep -q '^(null)' && left="$left zombie-domain"
