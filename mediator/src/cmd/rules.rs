@@ -75,12 +75,9 @@ pub(crate) fn needs_audit(op: Op) -> bool {
         | Op::ArbOnOff
         | Op::MiOneDword
         | Op::LoadScanLines
-        | Op::DisplayFlip
         | Op::Math
         | Op::ForceWakeup
-        | Op::UrbMem
         | Op::Gfx
-        | Op::XyFastCopyBlt
         | Op::Blt => false,
         Op::BatchBufferEnd
         | Op::BatchBufferStart
@@ -103,7 +100,10 @@ pub(crate) fn needs_audit(op: Op) -> bool {
         | Op::SetContext
         | Op::RsStoreDataImm
         | Op::XyColorBlt
-        | Op::XySrcCopyBlt => true,
+        | Op::XySrcCopyBlt
+        | Op::DisplayFlip
+        | Op::UrbMem
+        | Op::XyFastCopyBlt => true,
     }
 }
 
@@ -156,6 +156,13 @@ pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
             }
         }
         Op::XyColorBlt | Op::XySrcCopyBlt => blit(ctx, cmd, body),
+        // These carry graphics addresses whose fields the audit does not decode. Through the
+        // PPGTT they can reach only the guest's own shadowed frames; in a privileged (GGTT)
+        // buffer they could reach outside the vGPU's windows, so they are refused there.
+        // MI_DISPLAY_FLIP drives the (virtual) display and is privileged-only.
+        Op::UrbMem | Op::XyFastCopyBlt if ctx.ppgtt => Ok(Flow::Next),
+        Op::DisplayFlip if ctx.ppgtt => drop_cmd(body),
+        Op::DisplayFlip | Op::UrbMem | Op::XyFastCopyBlt => Err(RejectReason::ForbiddenCommand),
         _ => Ok(Flow::Next),
     }
 }
@@ -395,6 +402,40 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn unaudited_address_carriers_are_refused_in_privileged_buffers() {
+        let windows = [GmRange {
+            start: 0,
+            size: 1 << 20,
+        }];
+        let mut seen = 0;
+        for (engine, cmd) in decodable() {
+            if !matches!(cmd.op, Op::DisplayFlip | Op::UrbMem | Op::XyFastCopyBlt) {
+                continue;
+            }
+            seen += 1;
+            let regs = RegWhitelist::gen9(engine);
+            let ctx = |level, ppgtt| BufCtx {
+                level,
+                ppgtt,
+                has_ppgtt: true,
+                regs: &regs,
+                windows: &windows,
+            };
+            let mut body = vec![0u32; cmd.len as usize];
+            body[0] = cmd.header;
+            for level in 0..3u8 {
+                assert_eq!(
+                    audit(&ctx(level, false), &cmd, &mut body.clone()),
+                    Err(RejectReason::ForbiddenCommand),
+                    "{cmd:?} at level {level}"
+                );
+            }
+            assert!(audit(&ctx(1, true), &cmd, &mut body).is_ok(), "{cmd:?}");
+        }
+        assert!(seen > 0, "no address-carrying command was decodable");
     }
 
     #[test]
