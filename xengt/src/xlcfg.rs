@@ -78,6 +78,10 @@ pub struct VgpuRequest {
     pub primary: Option<bool>,
     /// `vgt_monitor_config_file`.
     pub monitor_config_file: Option<String>,
+    /// The guest has no firmware that programs PCI BARs (PVH): the daemon places BAR0 and
+    /// BAR2 at its fixed addresses and enables decode itself when the vGPU is created.
+    #[serde(default)]
+    pub preset_bars: bool,
 }
 
 /// The parts of an xl config the daemon cares about.
@@ -187,6 +191,10 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
         }
         None
     };
+    let vgpu = vgpu.map(|mut v| {
+        v.preset_bars = guest_type == GuestType::Pvh;
+        v
+    });
     Ok(GuestConfig {
         name,
         guest_type,
@@ -256,6 +264,7 @@ fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgEr
             fences: t.fences,
             primary,
             monitor_config_file,
+            preset_bars: false,
         });
     }
     if let Some(c) = &cfg.limits.custom {
@@ -292,6 +301,7 @@ fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgEr
             fences: f,
             primary,
             monitor_config_file,
+            preset_bars: false,
         });
     }
     // Name the first key that matches no type at all, with its allowed values.

@@ -36,6 +36,9 @@ pub struct Record {
     pub origin: Origin,
     /// The daemon started the (simulated) domain and stops it on destroy.
     pub owns_domain: bool,
+    /// The daemon programmed the BARs (PVH guest without PCI firmware).
+    #[serde(default)]
+    pub preset_bars: bool,
 }
 
 impl Record {
@@ -56,6 +59,7 @@ impl Record {
             fence_count: p.fence_count,
             origin,
             owns_domain,
+            preset_bars: false,
         }
     }
 
@@ -78,6 +82,7 @@ impl Record {
             fences: self.fence_count,
             primary: None,
             monitor_config_file: None,
+            preset_bars: self.preset_bars,
         }
     }
 }

@@ -246,5 +246,6 @@ fn d2_record() -> Record {
         fence_count: 4,
         origin: Origin::Xenstore,
         owns_domain: false,
+        preset_bars: false,
     }
 }

@@ -143,3 +143,23 @@ proptest! {
         prop_assert_eq!(parse_int(t), i64::try_from(v).ok());
     }
 }
+
+#[test]
+fn pvh_guests_ask_the_daemon_to_place_the_bars() {
+    let cfg = DaemonConfig::default();
+    let body = "vgt = 1\nvgt_low_gm_sz = 64\nvgt_high_gm_sz = 384\nvgt_fence_sz = 4\n";
+    let pvh = parse(
+        &format!("name = \"p\"\ntype = \"pvh\"\n{body}"),
+        "p.cfg",
+        &cfg,
+    )
+    .unwrap();
+    let hvm = parse(
+        &format!("name = \"h\"\ntype = \"hvm\"\n{body}"),
+        "h.cfg",
+        &cfg,
+    )
+    .unwrap();
+    assert!(pvh.vgpu.unwrap().preset_bars);
+    assert!(!hvm.vgpu.unwrap().preset_bars);
+}
