@@ -160,9 +160,10 @@ pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
         // PPGTT they can reach only the guest's own shadowed frames; in a privileged (GGTT)
         // buffer they could reach outside the vGPU's windows, so they are refused there.
         // MI_DISPLAY_FLIP drives the (virtual) display and is privileged-only.
-        Op::UrbMem | Op::XyFastCopyBlt if ctx.ppgtt => Ok(Flow::Next),
+        Op::XyFastCopyBlt => fast_copy(ctx, cmd, body),
+        Op::UrbMem if ctx.ppgtt => Ok(Flow::Next),
         Op::DisplayFlip if ctx.ppgtt => drop_cmd(body),
-        Op::DisplayFlip | Op::UrbMem | Op::XyFastCopyBlt => Err(RejectReason::ForbiddenCommand),
+        Op::DisplayFlip | Op::UrbMem => Err(RejectReason::ForbiddenCommand),
         _ => Ok(Flow::Next),
     }
 }
@@ -379,6 +380,38 @@ fn blit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
     Ok(Flow::Next)
 }
 
+/// XY_FAST_COPY_BLT (10 dwords): destination at dwords 4–5 spanning rows up to y2
+/// (dword 3), source at dwords 8–9 spanning the same height from its y1 (dword 6). The
+/// tiling fields differ from the legacy blits (destination: dword 1 bits 31:30; source:
+/// header bits 21:20); any tiled surface is checked with the larger tiled extent, which
+/// is never smaller than what the engine could touch.
+fn fast_copy(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
+    if cmd.len != 10 {
+        return Err(RejectReason::BadLength);
+    }
+    if ctx.ppgtt {
+        return Ok(Flow::Next);
+    }
+    let extent = |pitch: u32, rows: u32, tiled: bool| {
+        let pitch = if tiled {
+            pitch.saturating_mul(4)
+        } else {
+            pitch
+        };
+        surface_extent(pitch, rows, tiled).max(1)
+    };
+    let y2 = dw(body, 3) >> 16;
+    let dst_tiled = dw(body, 1) >> 30 != 0;
+    let dst = gma48(dw(body, 4), dw(body, 5));
+    check_addr(ctx, dst, extent(dw(body, 1) & 0xffff, y2, dst_tiled))?;
+    let h = y2.saturating_sub(dw(body, 2) >> 16);
+    let sy_end = (dw(body, 6) >> 16).saturating_add(h);
+    let src_tiled = (cmd.header >> 20) & 0b11 != 0;
+    let src = gma48(dw(body, 8), dw(body, 9));
+    check_addr(ctx, src, extent(dw(body, 7) & 0xffff, sy_end, src_tiled))?;
+    Ok(Flow::Next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,7 +445,7 @@ mod tests {
         }];
         let mut seen = 0;
         for (engine, cmd) in decodable() {
-            if !matches!(cmd.op, Op::DisplayFlip | Op::UrbMem | Op::XyFastCopyBlt) {
+            if !matches!(cmd.op, Op::DisplayFlip | Op::UrbMem) {
                 continue;
             }
             seen += 1;
@@ -436,6 +469,45 @@ mod tests {
             assert!(audit(&ctx(1, true), &cmd, &mut body).is_ok(), "{cmd:?}");
         }
         assert!(seen > 0, "no address-carrying command was decodable");
+    }
+
+    #[test]
+    fn fast_copy_addresses_are_checked_against_the_windows_in_privileged_buffers() {
+        let windows = [GmRange {
+            start: 0x10_0000,
+            size: 1 << 20,
+        }];
+        let regs = RegWhitelist::gen9(EngineId::Bcs);
+        let ctx = |ppgtt| BufCtx {
+            level: 1,
+            ppgtt,
+            has_ppgtt: true,
+            regs: &regs,
+            windows: &windows,
+        };
+        let cmd = decode(EngineId::Bcs, 0x5080_0008).unwrap();
+        assert_eq!(cmd.op, Op::XyFastCopyBlt);
+        // 16x16 pixels, pitch 64 bytes, linear.
+        let body =
+            |dst: u32, src: u32| vec![0x5080_0008, 64, 0, 0x0010_0010, dst, 0, 0, 64, src, 0];
+        let inside = body(0x10_0000, 0x10_8000);
+        assert_eq!(
+            audit(&ctx(false), &cmd, &mut inside.clone()),
+            Ok(Flow::Next)
+        );
+        for bad in [
+            body(0x30_0000, 0x10_8000),
+            body(0x10_0000, 0x0),
+            body(0x1f_ffc0, 0x10_0000),
+        ] {
+            assert_eq!(
+                audit(&ctx(false), &cmd, &mut bad.clone()),
+                Err(RejectReason::AddressOutOfWindow),
+                "{bad:x?}"
+            );
+            // Through the PPGTT the guest can reach only its own shadowed frames.
+            assert_eq!(audit(&ctx(true), &cmd, &mut bad.clone()), Ok(Flow::Next));
+        }
     }
 
     #[test]
