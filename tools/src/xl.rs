@@ -60,6 +60,10 @@ pub fn create(cfg_path: &Path, guest: &GuestConfig, timeout: Duration) -> Result
             if let Some(p) = req.primary {
                 w("primary", u8::from(p).to_string())?;
             }
+            if req.preset_bars {
+                // PVH: no firmware will program the BARs; the daemon places them.
+                w("preset-bars", "1".into())?;
+            }
             w("state", XenbusState::Initialising.as_u8().to_string())
         })
         .map_err(|e| e.to_string())?;

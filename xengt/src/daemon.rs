@@ -27,8 +27,9 @@ use crate::xlcfg::VgpuRequest;
 pub const PCI_SLOT: &str = "0000:00:02.0";
 /// Guest BAR0 (16 MiB MMIO + GTT) placement.
 pub const BAR0: u64 = 0xF000_0000;
-/// Guest BAR2 (aperture) placement.
-pub const BAR2: u64 = 0xE000_0000;
+/// Guest BAR2 (aperture) placement for guests without PCI firmware: above 4 GiB, so it
+/// neither meets guest RAM nor BAR0, and aligned for any aperture size up to 256 GiB.
+pub const BAR2: u64 = 0x40_0000_0000;
 
 /// How a vGPU came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -71,8 +72,9 @@ impl Vgpu {
             fence_count: self.rec.fence_count,
             server_id: self.rec.server_id,
             pci_slot: PCI_SLOT.to_string(),
-            bar0: BAR0,
-            bar2: BAR2,
+            // The live addresses are filled in by the daemon (`fill_live_bars`).
+            bar0: 0,
+            bar2: 0,
             origin: match self.rec.origin {
                 Origin::Control => "control",
                 Origin::Xenstore => "xenstore",
@@ -214,6 +216,7 @@ impl Daemon {
             primary: None,
             monitor_config_file: None,
             ggtt_backing: Default::default(),
+            preset_bars: false,
         })
     }
 
@@ -304,6 +307,7 @@ impl Daemon {
             self.backend.owns_domain(domid),
         );
         rec.ggtt_backing = req.ggtt_backing;
+        rec.preset_bars = req.preset_bars;
         self.persist(domid, &rec);
         let v = Vgpu {
             rec,
@@ -312,7 +316,8 @@ impl Daemon {
             poll_fd: handle.poll_fd,
             in_xenstore: self.domain_in_xenstore(domid),
         };
-        let info = v.info();
+        let mut info = v.info();
+        self.fill_live_bars(&mut info);
         tracing::info!(
             domid,
             server_id = handle.server_id,

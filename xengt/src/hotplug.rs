@@ -305,8 +305,14 @@ fn parse_request(daemon: &Daemon, xs: &XsClient, domid: u16) -> Result<VgpuReque
                 primary: None,
                 monitor_config_file: None,
                 ggtt_backing: Default::default(),
+                preset_bars: false,
             }
         }
+    };
+    req.preset_bars = match read_u64(xs, &dir, "preset-bars")? {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(v) => return Err(format!("preset-bars = {v}: allowed 0 or 1")),
     };
     req.primary = match read_u64(xs, &dir, "primary")? {
         None => None,

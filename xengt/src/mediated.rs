@@ -16,8 +16,10 @@ mod view;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use mediator::bus::{IoHandler, Space};
 use mediator::clock::{Clock, RealClock};
 use mediator::display::DisplayCaps;
+use mediator::effects::Effects;
 use mediator::gvt::{Gvt, GvtError, TypeCaps};
 use mediator::manager::{CreateRequest, ManagerError, VgpuId};
 use mediator::partition::{Allocation, MIB};
@@ -33,6 +35,7 @@ pub use view::{DeviceView, Screenshot};
 
 use crate::backend::{BackendError, DeviceHandle, Placement};
 use crate::config::DaemonConfig;
+use crate::daemon::{BAR0, BAR2};
 use crate::mmio_trace::{MmioTrace, TracingIo};
 use crate::xlcfg::VgpuRequest;
 
@@ -66,6 +69,11 @@ impl std::fmt::Debug for MediatedBackend {
             .finish_non_exhaustive()
     }
 }
+
+/// PCI command register: memory space decode.
+const PCI_COMMAND_MEMORY: u64 = 1 << 1;
+/// PCI command register: bus mastering.
+const PCI_COMMAND_MASTER: u64 = 1 << 2;
 
 fn sbdf_of(raw: u32) -> Option<Sbdf> {
     let seg = u16::try_from(raw >> 16).ok()?;
@@ -221,7 +229,57 @@ impl MediatedBackend {
             placement,
         };
         self.devices.insert(domid, Device { id, server });
+        if req.preset_bars {
+            if let Err(e) = self.preset_bars(domid) {
+                self.destroy_device(domid);
+                return Err(e);
+            }
+        }
         Ok(handle)
+    }
+
+    /// Plays the firmware for a guest without one (PVH): places BAR0 at [`BAR0`] and BAR2 at
+    /// [`BAR2`] and enables memory decode and bus mastering, through the vGPU's own PCI
+    /// configuration path, so the trap effects take the same route as a guest's writes.
+    fn preset_bars(&mut self, domid: u16) -> Result<(), BackendError> {
+        let dev = self
+            .devices
+            .get_mut(&domid)
+            .ok_or(BackendError::NoSuchDomain(domid))?;
+        let mut io = self
+            .gvt
+            .io(dev.id)
+            .ok_or(BackendError::NoSuchDomain(domid))?;
+        let cfg = |reg: u64| (u64::from(DEFAULT_SBDF) << 32) | reg;
+        let split = |a: u64| (a & 0xffff_ffff, a >> 32);
+        let (b0_lo, b0_hi) = split(BAR0);
+        let (b2_lo, b2_hi) = split(BAR2);
+        let mut fx = Effects::new();
+        for (reg, value) in [
+            (0x10, b0_lo),
+            (0x14, b0_hi),
+            (0x18, b2_lo),
+            (0x1c, b2_hi),
+            (0x04, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER),
+        ] {
+            let v = u32::try_from(value).unwrap_or(0);
+            io.write(Space::PciConfig, cfg(reg), &v.to_le_bytes(), &mut fx);
+        }
+        dev.server.apply(fx).map_err(|e| map_err(e, domid))?;
+        tracing::info!(domid, bar0 = %format!("{BAR0:#x}"), bar2 = %format!("{BAR2:#x}"), "BARs placed by the daemon (no guest firmware)");
+        Ok(())
+    }
+
+    /// Where the vGPU's BAR0 and BAR2 currently decode (as programmed), if anywhere.
+    pub fn bar_addresses(&self, domid: u16) -> (Option<u64>, Option<u64>) {
+        let Some(v) = self.devices.get(&domid).and_then(|d| self.gvt.vgpu(d.id)) else {
+            return (None, None);
+        };
+        let pci = v.pci();
+        (
+            pci.bar_range(BarId::Bar0).map(|r| r.base()),
+            pci.bar_range(BarId::Bar2).map(|r| r.base()),
+        )
     }
 
     /// Tears the device down (idempotent), and a simulated domain the daemon started.

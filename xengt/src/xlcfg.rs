@@ -84,6 +84,10 @@ pub struct VgpuRequest {
     /// trapped otherwise. XenStore key `ggtt-backing` (`ram` | `trapped`).
     #[serde(default)]
     pub ggtt_backing: GgttBacking,
+    /// The guest has no firmware that programs PCI BARs (PVH): the daemon places BAR0 and
+    /// BAR2 at its fixed addresses and enables decode itself when the vGPU is created.
+    #[serde(default)]
+    pub preset_bars: bool,
 }
 
 /// The parts of an xl config the daemon cares about.
@@ -200,6 +204,10 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
         }
         None
     };
+    let vgpu = vgpu.map(|mut v| {
+        v.preset_bars = guest_type == GuestType::Pvh;
+        v
+    });
     Ok(GuestConfig {
         name,
         guest_type,
@@ -303,6 +311,7 @@ fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgEr
             primary,
             monitor_config_file,
             ggtt_backing: GgttBacking::Trapped,
+            preset_bars: false,
         });
     }
     if let Some(c) = &cfg.limits.custom {
@@ -340,6 +349,7 @@ fn vgpu_request(cx: &Ctx<'_>, cfg: &DaemonConfig) -> Result<VgpuRequest, XlCfgEr
             primary,
             monitor_config_file,
             ggtt_backing: GgttBacking::Trapped,
+            preset_bars: false,
         });
     }
     // Name the first key that matches no type at all, with its allowed values.

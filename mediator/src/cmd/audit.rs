@@ -39,18 +39,35 @@ pub const PIPE_CONTROL_REGS: &[u32] = &[0x2350, 0x2358];
 const MOCS_RANGES: &[(u32, u32)] = &[(0xC800, 0xCFF8), (0xB020, 0xB0A0)];
 
 /// The register audit for one engine.
+///
+/// The exact-offset lists are merged into one sorted vector per rule at construction so a
+/// lookup is a binary search (the scanner audits every LRI register of every buffer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegWhitelist {
     base: u32,
     extra: Vec<u32>,
+    /// Sorted absolute offsets an LRI may write besides the GPR and MOCS ranges.
+    lri: Vec<u32>,
+    /// Sorted [`NONPRIV_REGS`].
+    nonpriv: Vec<u32>,
 }
 
 impl RegWhitelist {
     /// Gen9 rules for `engine`.
     pub fn gen9(engine: EngineId) -> Self {
+        let base = engine.mmio_base();
+        let mut lri: Vec<u32> = CONTEXT_IMAGE_REGS.iter().map(|r| base + r).collect();
+        lri.extend_from_slice(CMD_ACCESS_REGS);
+        lri.extend_from_slice(NONPRIV_REGS);
+        lri.sort_unstable();
+        lri.dedup();
+        let mut nonpriv = NONPRIV_REGS.to_vec();
+        nonpriv.sort_unstable();
         Self {
-            base: engine.mmio_base(),
+            base,
             extra: Vec::new(),
+            lri,
+            nonpriv,
         }
     }
 
@@ -58,6 +75,9 @@ impl RegWhitelist {
     /// context image.
     pub fn allow(&mut self, offset: u32) {
         self.extra.push(offset);
+        if let Err(at) = self.lri.binary_search(&offset) {
+            self.lri.insert(at, offset);
+        }
     }
 
     fn engine_relative(&self, offset: u32) -> Option<u32> {
@@ -70,19 +90,15 @@ impl RegWhitelist {
     }
 
     /// LRI target allowed in a privileged buffer (§6.6): below 2 MiB and
-    /// command-accessible.
+    /// command-accessible (context-image registers, GVT's command-access list, the
+    /// FORCE_TO_NONPRIV list, GPRs, MOCS, registers added with [`RegWhitelist::allow`]).
     pub fn lri_allowed(&self, offset: u32) -> bool {
         if offset >= 2 << 20 || offset & 3 != 0 {
             return false;
         }
-        let ctx = self
-            .engine_relative(offset)
-            .is_some_and(|r| CONTEXT_IMAGE_REGS.contains(&r));
-        ctx || self.is_gpr(offset)
-            || CMD_ACCESS_REGS.contains(&offset)
-            || NONPRIV_REGS.contains(&offset)
+        self.is_gpr(offset)
             || MOCS_RANGES.iter().any(|(a, b)| (*a..=*b).contains(&offset))
-            || self.extra.contains(&offset)
+            || self.lri.binary_search(&offset).is_ok()
     }
 
     /// LRM/SRM register allowed in a privileged buffer (§6.6).
@@ -93,7 +109,7 @@ impl RegWhitelist {
     /// Register a non-privileged batch may load (§6.3): FORCE_TO_NONPRIV list, the
     /// engine's RING_NOPID, or a command-streamer GPR.
     pub fn nonpriv_allowed(&self, offset: u32) -> bool {
-        NONPRIV_REGS.contains(&offset)
+        self.nonpriv.binary_search(&offset).is_ok()
             || self.is_gpr(offset)
             || self.engine_relative(offset) == Some(0x094)
     }
@@ -101,8 +117,17 @@ impl RegWhitelist {
 
 /// GVT's address rule (§6.6): `len ≤ MAX_SURFACE_SIZE` and `[addr, addr + len)` inside one
 /// of the windows.
+#[inline]
 pub fn in_windows(windows: &[GmRange], addr: u64, len: u64) -> bool {
-    len <= MAX_SURFACE_SIZE && windows.iter().any(|w| w.contains(addr, len))
+    // `GmRange::contains`, inlined here: the scanner checks several addresses per command.
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    len > 0
+        && len <= MAX_SURFACE_SIZE
+        && windows
+            .iter()
+            .any(|w| addr >= w.start && w.start.checked_add(w.size).is_some_and(|e| end <= e))
 }
 
 #[cfg(test)]
@@ -134,6 +159,84 @@ mod tests {
         let mut w = bcs.clone();
         w.allow(0x2358);
         assert!(w.mem_allowed(0x2358));
+    }
+
+    /// The rules as plain list scans, to check the sorted lookups against.
+    fn reference_lri(engine: EngineId, extra: &[u32], offset: u32) -> bool {
+        let rel = offset
+            .checked_sub(engine.mmio_base())
+            .filter(|r| *r < 0x1000);
+        offset < 2 << 20
+            && offset & 3 == 0
+            && (rel
+                .is_some_and(|r| CONTEXT_IMAGE_REGS.contains(&r) || (0x600..=0x67C).contains(&r))
+                || CMD_ACCESS_REGS.contains(&offset)
+                || NONPRIV_REGS.contains(&offset)
+                || MOCS_RANGES.iter().any(|(a, b)| (*a..=*b).contains(&offset))
+                || extra.contains(&offset))
+    }
+
+    fn reference_nonpriv(engine: EngineId, offset: u32) -> bool {
+        let rel = offset
+            .checked_sub(engine.mmio_base())
+            .filter(|r| *r < 0x1000);
+        NONPRIV_REGS.contains(&offset)
+            || rel.is_some_and(|r| (0x600..=0x67C).contains(&r) || r == 0x094)
+    }
+
+    #[test]
+    fn sorted_lookups_match_the_list_rules_on_every_register() {
+        for engine in EngineId::ALL {
+            let mut w = RegWhitelist::gen9(engine);
+            w.allow(0x4_4200);
+            w.allow(0x2244 + 0x20000); // also an existing entry on BCS
+            let extra = [0x4_4200, 0x2_2244];
+            // Every offset up to 0x70000 (all listed registers lie below), plus a sample
+            // above and unaligned ones.
+            let sample = (0..0x7_0000u32).chain((0x7_0000..0x20_1000).step_by(0x3fc));
+            for off in sample.chain([1, 0x2246, 0x20_0000, u32::MAX]) {
+                assert_eq!(
+                    w.lri_allowed(off),
+                    reference_lri(engine, &extra, off),
+                    "{engine} lri {off:#x}"
+                );
+                assert_eq!(
+                    w.nonpriv_allowed(off),
+                    reference_nonpriv(engine, off),
+                    "{engine} nonpriv {off:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn window_rule_matches_gm_range_contains() {
+        let w = [
+            GmRange {
+                start: 0x1000,
+                size: 0x1000,
+            },
+            GmRange {
+                start: u64::MAX - 0xfff,
+                size: 0x1000,
+            },
+        ];
+        let edges = [
+            0,
+            1,
+            0xfff,
+            0x1000,
+            0x1ffc,
+            0x2000,
+            u64::MAX - 0x1000,
+            u64::MAX - 3,
+        ];
+        for addr in edges {
+            for len in [0, 1, 4, 0x1000, 0x1001, u64::MAX] {
+                let want = len <= MAX_SURFACE_SIZE && w.iter().any(|r| r.contains(addr, len));
+                assert_eq!(in_windows(&w, addr, len), want, "{addr:#x}+{len:#x}");
+            }
+        }
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! * [`parse`]: pure header → length/kind decoding per engine, never panics;
 //! * [`audit`]: register whitelists and the GGTT window rule;
 //! * [`scan`]: the copying scanner with the audit rules and structural limits;
+//! * [`table`]: the table-driven form of [`parse`] used by the scanner's hot loop;
 //! * [`workload`]: the scanned result handed to [`crate::host::HostEngines::submit`].
 
 pub mod audit;
+mod fetch;
 pub mod parse;
 mod rules;
 pub mod scan;
+pub mod table;
 pub mod workload;
 
 pub use scan::{

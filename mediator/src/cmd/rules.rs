@@ -62,6 +62,51 @@ fn drop_cmd(body: &mut [u32]) -> Verdict {
     Ok(Flow::Dropped)
 }
 
+/// Whether [`audit`] may do anything for `op` but return `Ok(Flow::Next)` with the body
+/// untouched. The scanner's fast path only length-decodes commands for which this is
+/// `false`. Exhaustive on purpose: a new [`Op`] must be classified here (and the test
+/// `unaudited_ops_pass_unchanged_in_every_context` checks the classification).
+pub(crate) fn needs_audit(op: Op) -> bool {
+    match op {
+        Op::Noop
+        | Op::UserInterrupt
+        | Op::WaitForEvent
+        | Op::ArbCheck
+        | Op::ArbOnOff
+        | Op::MiOneDword
+        | Op::LoadScanLines
+        | Op::Math
+        | Op::ForceWakeup
+        | Op::Gfx
+        | Op::Blt => false,
+        Op::BatchBufferEnd
+        | Op::BatchBufferStart
+        | Op::LoadRegisterImm
+        | Op::LoadRegisterMem
+        | Op::StoreRegisterMem
+        | Op::LoadRegisterReg
+        | Op::StoreDataImm
+        | Op::PipeControl
+        | Op::FlushDw
+        | Op::Atomic
+        | Op::SemaphoreWait
+        | Op::SemaphoreSignal
+        | Op::ReportPerfCount
+        | Op::StoreDataIndex
+        | Op::Clflush
+        | Op::ConditionalBbEnd
+        | Op::UpdateGtt
+        | Op::MemToMem
+        | Op::SetContext
+        | Op::RsStoreDataImm
+        | Op::XyColorBlt
+        | Op::XySrcCopyBlt
+        | Op::DisplayFlip
+        | Op::UrbMem
+        | Op::XyFastCopyBlt => true,
+    }
+}
+
 /// Audits one command. `body` is the command's dwords in the copy (`cmd.len` of them).
 pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
     let h = cmd.header;
@@ -111,6 +156,14 @@ pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
             }
         }
         Op::XyColorBlt | Op::XySrcCopyBlt => blit(ctx, cmd, body),
+        // These carry graphics addresses whose fields the audit does not decode. Through the
+        // PPGTT they can reach only the guest's own shadowed frames; in a privileged (GGTT)
+        // buffer they could reach outside the vGPU's windows, so they are refused there.
+        // MI_DISPLAY_FLIP drives the (virtual) display and is privileged-only.
+        Op::XyFastCopyBlt => fast_copy(ctx, cmd, body),
+        Op::UrbMem if ctx.ppgtt => Ok(Flow::Next),
+        Op::DisplayFlip if ctx.ppgtt => drop_cmd(body),
+        Op::DisplayFlip | Op::UrbMem => Err(RejectReason::ForbiddenCommand),
         _ => Ok(Flow::Next),
     }
 }
@@ -325,4 +378,178 @@ fn blit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
         check_addr(ctx, src, surface_extent(spitch, sy_end, src_tiled).max(1))?;
     }
     Ok(Flow::Next)
+}
+
+/// XY_FAST_COPY_BLT (10 dwords): destination at dwords 4–5 spanning rows up to y2
+/// (dword 3), source at dwords 8–9 spanning the same height from its y1 (dword 6). The
+/// tiling fields differ from the legacy blits (destination: dword 1 bits 31:30; source:
+/// header bits 21:20); any tiled surface is checked with the larger tiled extent, which
+/// is never smaller than what the engine could touch.
+fn fast_copy(ctx: &BufCtx<'_>, cmd: &Cmd, body: &[u32]) -> Verdict {
+    if cmd.len != 10 {
+        return Err(RejectReason::BadLength);
+    }
+    if ctx.ppgtt {
+        return Ok(Flow::Next);
+    }
+    let extent = |pitch: u32, rows: u32, tiled: bool| {
+        let pitch = if tiled {
+            pitch.saturating_mul(4)
+        } else {
+            pitch
+        };
+        surface_extent(pitch, rows, tiled).max(1)
+    };
+    let y2 = dw(body, 3) >> 16;
+    let dst_tiled = dw(body, 1) >> 30 != 0;
+    let dst = gma48(dw(body, 4), dw(body, 5));
+    check_addr(ctx, dst, extent(dw(body, 1) & 0xffff, y2, dst_tiled))?;
+    let h = y2.saturating_sub(dw(body, 2) >> 16);
+    let sy_end = (dw(body, 6) >> 16).saturating_add(h);
+    let src_tiled = (cmd.header >> 20) & 0b11 != 0;
+    let src = gma48(dw(body, 8), dw(body, 9));
+    check_addr(ctx, src, extent(dw(body, 7) & 0xffff, sy_end, src_tiled))?;
+    Ok(Flow::Next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::audit::RegWhitelist;
+    use crate::cmd::parse::decode;
+    use crate::host::EngineId;
+
+    /// Every (engine, op, length) the decoder produces, one header each.
+    fn decodable() -> Vec<(EngineId, Cmd)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for e in EngineId::ALL {
+            for hi in 0u32..=0xffff {
+                for lo in [0u32, 1, 2, 3, 0x1f] {
+                    if let Ok(c) = decode(e, hi << 16 | lo) {
+                        if seen.insert((e, c.op, c.len)) {
+                            out.push((e, c));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unaudited_address_carriers_are_refused_in_privileged_buffers() {
+        let windows = [GmRange {
+            start: 0,
+            size: 1 << 20,
+        }];
+        let mut seen = 0;
+        for (engine, cmd) in decodable() {
+            if !matches!(cmd.op, Op::DisplayFlip | Op::UrbMem) {
+                continue;
+            }
+            seen += 1;
+            let regs = RegWhitelist::gen9(engine);
+            let ctx = |level, ppgtt| BufCtx {
+                level,
+                ppgtt,
+                has_ppgtt: true,
+                regs: &regs,
+                windows: &windows,
+            };
+            let mut body = vec![0u32; cmd.len as usize];
+            body[0] = cmd.header;
+            for level in 0..3u8 {
+                assert_eq!(
+                    audit(&ctx(level, false), &cmd, &mut body.clone()),
+                    Err(RejectReason::ForbiddenCommand),
+                    "{cmd:?} at level {level}"
+                );
+            }
+            assert!(audit(&ctx(1, true), &cmd, &mut body).is_ok(), "{cmd:?}");
+        }
+        assert!(seen > 0, "no address-carrying command was decodable");
+    }
+
+    #[test]
+    fn fast_copy_addresses_are_checked_against_the_windows_in_privileged_buffers() {
+        let windows = [GmRange {
+            start: 0x10_0000,
+            size: 1 << 20,
+        }];
+        let regs = RegWhitelist::gen9(EngineId::Bcs);
+        let ctx = |ppgtt| BufCtx {
+            level: 1,
+            ppgtt,
+            has_ppgtt: true,
+            regs: &regs,
+            windows: &windows,
+        };
+        let cmd = decode(EngineId::Bcs, 0x5080_0008).unwrap();
+        assert_eq!(cmd.op, Op::XyFastCopyBlt);
+        // 16x16 pixels, pitch 64 bytes, linear.
+        let body =
+            |dst: u32, src: u32| vec![0x5080_0008, 64, 0, 0x0010_0010, dst, 0, 0, 64, src, 0];
+        let inside = body(0x10_0000, 0x10_8000);
+        assert_eq!(
+            audit(&ctx(false), &cmd, &mut inside.clone()),
+            Ok(Flow::Next)
+        );
+        for bad in [
+            body(0x30_0000, 0x10_8000),
+            body(0x10_0000, 0x0),
+            body(0x1f_ffc0, 0x10_0000),
+        ] {
+            assert_eq!(
+                audit(&ctx(false), &cmd, &mut bad.clone()),
+                Err(RejectReason::AddressOutOfWindow),
+                "{bad:x?}"
+            );
+            // Through the PPGTT the guest can reach only its own shadowed frames.
+            assert_eq!(audit(&ctx(true), &cmd, &mut bad.clone()), Ok(Flow::Next));
+        }
+    }
+
+    #[test]
+    fn unaudited_ops_pass_unchanged_in_every_context() {
+        let windows = [GmRange {
+            start: 0,
+            size: 1 << 20,
+        }];
+        let mut x: u32 = 0x9e37_79b9;
+        let mut audited = 0;
+        for (engine, cmd) in decodable() {
+            if needs_audit(cmd.op) {
+                audited += 1;
+                continue;
+            }
+            let regs = RegWhitelist::gen9(engine);
+            for level in 0..3u8 {
+                for (ppgtt, has_ppgtt) in [(false, false), (false, true), (true, true)] {
+                    let ctx = BufCtx {
+                        level,
+                        ppgtt,
+                        has_ppgtt,
+                        regs: &regs,
+                        windows: &windows,
+                    };
+                    for _ in 0..4 {
+                        let mut body: Vec<u32> = (0..cmd.len)
+                            .map(|_| {
+                                x ^= x << 13;
+                                x ^= x >> 17;
+                                x ^= x << 5;
+                                x
+                            })
+                            .collect();
+                        body[0] = cmd.header;
+                        let before = body.clone();
+                        assert_eq!(audit(&ctx, &cmd, &mut body), Ok(Flow::Next), "{cmd:?}");
+                        assert_eq!(body, before, "{cmd:?}");
+                    }
+                }
+            }
+        }
+        assert!(audited > 0);
+    }
 }

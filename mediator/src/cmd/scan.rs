@@ -8,13 +8,15 @@
 //! copies and ends in the engine's hang detection), total copied
 //! size, commands truncated by the end of the buffer, ring commands running past the tail.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
 use super::audit::{in_windows, RegWhitelist};
-use super::parse::{decode, Cmd};
+use super::fetch::{append_dwords, GmReader};
+use super::parse::Cmd;
 use super::rules::{audit, BufCtx, Flow};
+use super::table::DecodeTable;
 use super::workload::{BatchKey, ShadowBatch, ShadowWorkload, WorkloadContext};
 use crate::host::{EngineId, GmRange, OwnerId, PpgttHandle};
 use crate::memory::{GuestMemory, PAGE_SIZE};
@@ -242,11 +244,12 @@ impl Scanner {
         let mut st = ScanState {
             scanner: self,
             req,
-            mem,
-            tr,
+            gm: GmReader { mem, tr },
+            table: DecodeTable::for_engine(req.engine),
+            scratch: Vec::new(),
             batches: Vec::new(),
-            done: HashMap::new(),
-            in_progress: HashSet::new(),
+            done: BTreeMap::new(),
+            in_progress: BTreeSet::new(),
             total: 0,
         };
         let ring = st.scan_ring()?;
@@ -268,11 +271,14 @@ impl Scanner {
 struct ScanState<'a> {
     scanner: &'a Scanner,
     req: &'a ScanRequest,
-    mem: &'a dyn GuestMemory,
-    tr: &'a dyn GmTranslate,
+    gm: GmReader<'a>,
+    table: &'static DecodeTable,
+    /// Byte staging for guest reads, reused for every buffer of the scan.
+    scratch: Vec<u8>,
     batches: Vec<ShadowBatch>,
-    done: HashMap<BatchKey, usize>,
-    in_progress: HashSet<BatchKey>,
+    /// Ordered maps: keys are guest-chosen, so no hashing (and no hash flooding).
+    done: BTreeMap<BatchKey, usize>,
+    in_progress: BTreeSet<BatchKey>,
     total: u64,
 }
 
@@ -304,29 +310,6 @@ impl ScanState<'_> {
         Ok(())
     }
 
-    /// Reads `buf.len()` bytes at `gma` (which may cross pages).
-    fn read(&self, space: GmSpace, gma: u64, buf: &mut [u8]) -> bool {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let Some(addr) = gma.checked_add(done as u64) else {
-                return false;
-            };
-            let in_page = (PAGE_SIZE - addr % PAGE_SIZE) as usize;
-            let n = in_page.min(buf.len() - done);
-            let Some(gpa) = self.tr.gma_to_gpa(space, addr) else {
-                return false;
-            };
-            let Some(chunk) = buf.get_mut(done..done + n) else {
-                return false;
-            };
-            if self.mem.read(gpa, chunk).is_err() {
-                return false;
-            }
-            done += n;
-        }
-        true
-    }
-
     fn scan_ring(&mut self) -> Result<Vec<u32>, ScanReject> {
         let r = self.req.ring;
         let bad = |o| reject(RejectReason::BadRingGeometry, BufferId::Ring, o, 0);
@@ -351,27 +334,33 @@ impl ScanState<'_> {
             r.size - r.head + r.tail
         };
         self.charge(u64::from(len), BufferId::Ring)?;
-        let mut bytes = vec![0u8; len as usize];
+        // `len` < 2 MiB: lossless.
+        let bytes = staging(&mut self.scratch, len as usize);
         let first = (r.size - r.head).min(len) as usize;
         let (a, b) = bytes.split_at_mut(first);
-        let ok = self.read(GmSpace::Ggtt, r.start.saturating_add(u64::from(r.head)), a)
-            && self.read(GmSpace::Ggtt, r.start, b);
+        let ok = self
+            .gm
+            .read(GmSpace::Ggtt, r.start.saturating_add(u64::from(r.head)), a)
+            && self.gm.read(GmSpace::Ggtt, r.start, b);
         if !ok {
             return Err(reject(RejectReason::Unmapped, BufferId::Ring, 0, 0));
         }
-        let mut dwords: Vec<u32> = bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let mut dwords = Vec::with_capacity(bytes.len() / 4);
+        append_dwords(&mut dwords, bytes);
         self.walk_ring(&mut dwords)?;
         Ok(dwords)
     }
 
     fn walk_ring(&mut self, dwords: &mut [u32]) -> Result<(), ScanReject> {
-        let engine = self.req.engine;
         let mut i = 0usize;
-        while let Some(&h) = dwords.get(i) {
-            let cmd = decode(engine, h)
+        loop {
+            i = self.table.skip_plain(dwords, i);
+            let Some(&h) = dwords.get(i) else {
+                return Ok(());
+            };
+            let cmd = self
+                .table
+                .decode(h)
                 .map_err(|_| reject(RejectReason::UnknownCommand, BufferId::Ring, i, h))?;
             let end = i.saturating_add(cmd.len as usize);
             let body = dwords
@@ -384,7 +373,6 @@ impl ScanState<'_> {
             }
             i = end;
         }
-        Ok(())
     }
 
     /// Scans the batch at `key` and everything it chains to.
@@ -425,6 +413,11 @@ impl ScanState<'_> {
     }
 
     /// Copies and audits one batch; returns its chain target, if it ends in a chain.
+    ///
+    /// The batch is copied in growing page-aligned chunks (its end is only known once it
+    /// is decoded); each chunk is decoded right after it is copied, while it is in cache.
+    /// Commands that only need their length are skipped by the table
+    /// ([`DecodeTable::skip_plain`]); the others are decoded, completed and audited.
     fn scan_batch(&mut self, key: BatchKey) -> Result<Option<BatchKey>, ScanReject> {
         if self.batches.len() >= self.scanner.limits.max_batches {
             return Err(reject(
@@ -440,10 +433,27 @@ impl ScanState<'_> {
         } else {
             GmSpace::Ggtt
         };
-        let mut src = BatchSource::new(key.gma, space);
+        let mut src = BatchSource {
+            base: key.gma,
+            space,
+            dwords: Vec::new(),
+            ended: false,
+        };
+        // Batches this one calls, in order, each once (a batch calling the same
+        // second-level batch per draw scans it once).
         let mut calls = Vec::new();
+        let mut called = BTreeSet::new();
+        let scanner: &Scanner = self.scanner;
+        let ctx = BufCtx {
+            level: key.level,
+            ppgtt: key.ppgtt,
+            has_ppgtt: self.req.ppgtt.is_some(),
+            regs: &scanner.regs,
+            windows: &self.req.windows,
+        };
         let mut i = 0usize;
         let next = loop {
+            i = self.table.skip_plain(&src.dwords, i);
             if src.dwords.len() <= i && !self.fill(&mut src, i + 1, buf)? {
                 let reason = if i == 0 {
                     RejectReason::Unmapped
@@ -453,13 +463,14 @@ impl ScanState<'_> {
                 return Err(reject(reason, buf, i, 0));
             }
             let h = src.dwords.get(i).copied().unwrap_or(0);
-            let cmd: Cmd = decode(self.req.engine, h)
+            let cmd: Cmd = self
+                .table
+                .decode(h)
                 .map_err(|_| reject(RejectReason::UnknownCommand, buf, i, h))?;
             let end = i.saturating_add(cmd.len as usize);
             if src.dwords.len() < end && !self.fill(&mut src, end, buf)? {
                 return Err(reject(RejectReason::Truncated, buf, i, h));
             }
-            let ctx = self.ctx(key.level, key.ppgtt);
             let body = src
                 .dwords
                 .get_mut(i..end)
@@ -469,7 +480,11 @@ impl ScanState<'_> {
             match flow {
                 Flow::Next | Flow::Dropped => {}
                 Flow::End => break None,
-                Flow::Call(k) => calls.push(k),
+                Flow::Call(k) => {
+                    if called.insert(k) {
+                        calls.push(k);
+                    }
+                }
                 Flow::Chain(k) => break Some(k),
             }
         };
@@ -488,7 +503,12 @@ impl ScanState<'_> {
     }
 
     /// Makes `src` hold at least `want` dwords; `false` if the source ends first.
-    fn fill(&self, src: &mut BatchSource, want: usize, buf: BufferId) -> Result<bool, ScanReject> {
+    fn fill(
+        &mut self,
+        src: &mut BatchSource,
+        want: usize,
+        buf: BufferId,
+    ) -> Result<bool, ScanReject> {
         let cap = (self.scanner.limits.max_total_bytes / 4) as usize;
         while src.dwords.len() < want {
             if src.ended {
@@ -497,69 +517,53 @@ impl ScanState<'_> {
             if src.dwords.len() >= cap {
                 return Err(reject(RejectReason::TooLarge, buf, src.dwords.len(), 0));
             }
-            src.read_page(self);
+            src.read_chunk(self.gm, &mut self.scratch);
         }
         Ok(true)
     }
 }
 
-/// A batch being copied page by page.
+/// `n` bytes of `scratch` to copy guest memory into. Not zeroed: they hold bytes of earlier
+/// copies until overwritten, and callers only use what a read wrote.
+fn staging(scratch: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if scratch.len() < n {
+        scratch.resize(n, 0);
+    }
+    scratch.get_mut(..n).unwrap_or_default()
+}
+
+/// A batch being copied chunk by chunk.
 struct BatchSource {
     base: u64,
     space: GmSpace,
     dwords: Vec<u32>,
     ended: bool,
-    scratch: Vec<u8>,
 }
 
-/// Bytes a batch source reads ahead per refill (whole pages).
-const READ_AHEAD: usize = 64 << 10;
+/// Largest chunk a batch source copies at once (whole pages): big enough to amortise the
+/// per-read costs, small enough to stay in cache until it is decoded.
+const MAX_CHUNK: u64 = 64 << 10;
 
 impl BatchSource {
-    fn new(base: u64, space: GmSpace) -> Self {
-        Self {
-            base,
-            space,
-            dwords: Vec::new(),
-            ended: false,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Appends up to [`READ_AHEAD`] bytes, page by page, stopping at the first page that
-    /// does not translate or read (which ends the source).
-    fn read_page(&mut self, st: &ScanState<'_>) {
-        let off = (self.dwords.len() as u64).saturating_mul(4);
-        let Some(mut gma) = self.base.checked_add(off) else {
+    /// Appends the next chunk: up to the end of the current page, then doubling what has
+    /// been copied so far (up to [`MAX_CHUNK`]), always ending on a page boundary. A page
+    /// that does not translate or read ends the source.
+    fn read_chunk(&mut self, gm: GmReader<'_>, scratch: &mut Vec<u8>) {
+        let copied = (self.dwords.len() as u64).saturating_mul(4);
+        let Some(gma) = self.base.checked_add(copied) else {
             self.ended = true;
             return;
         };
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        while buf.len() < READ_AHEAD {
-            let n = (PAGE_SIZE - gma % PAGE_SIZE) as usize;
-            let at = buf.len();
-            buf.resize(at + n, 0);
-            let ok = buf
-                .get_mut(at..)
-                .is_some_and(|c| st.read(self.space, gma, c));
-            if !ok {
-                buf.truncate(at);
-                self.ended = true;
-                break;
-            }
-            match gma.checked_add(n as u64) {
-                Some(g) => gma = g,
-                None => {
-                    self.ended = true;
-                    break;
-                }
-            }
+        let want = copied.clamp(PAGE_SIZE, MAX_CHUNK);
+        let page_end = (gma | (PAGE_SIZE - 1)).saturating_add(1);
+        let end = (gma.saturating_add(want) & !(PAGE_SIZE - 1)).max(page_end);
+        // ≤ MAX_CHUNK + PAGE_SIZE: lossless.
+        let n = end.saturating_sub(gma) as usize;
+        let bytes = staging(scratch, n);
+        let got = gm.read_prefix(self.space, gma, bytes);
+        if got < n || end == u64::MAX {
+            self.ended = true;
         }
-        self.dwords.extend(
-            buf.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
-        self.scratch = buf;
+        append_dwords(&mut self.dwords, bytes.get(..got).unwrap_or_default());
     }
 }

@@ -27,7 +27,15 @@ impl Daemon {
                 hotplug: self.hotplug_active,
             })),
             Op::List => Ok(to_value(
-                &self.vgpus.values().map(|v| v.info()).collect::<Vec<_>>(),
+                &self
+                    .vgpus
+                    .values()
+                    .map(|v| {
+                        let mut info = v.info();
+                        self.fill_live_bars(&mut info);
+                        info
+                    })
+                    .collect::<Vec<_>>(),
             )),
             Op::Types => Ok(to_value(&self.types())),
             Op::Info { domid } => self.info(domid).map(|v| to_value(&v)),
@@ -82,10 +90,19 @@ impl Daemon {
         r
     }
 
+    /// Sets `bar0`/`bar2` to where the guest (or, for PVH, the daemon) placed them; 0 while
+    /// a BAR is unprogrammed or being sized.
+    pub(crate) fn fill_live_bars(&self, info: &mut VgpuInfo) {
+        let (bar0, bar2) = self.backend.bar_addresses(info.domid);
+        info.bar0 = bar0.unwrap_or(0);
+        info.bar2 = bar2.unwrap_or(0);
+    }
+
     /// One vGPU with its live plane and counters.
     pub fn info(&self, domid: u16) -> Result<VgpuInfo, ErrorBody> {
         let v = self.vgpus.get(&domid).ok_or_else(|| no_vgpu(domid))?;
         let mut info = v.info();
+        self.fill_live_bars(&mut info);
         if let Some(view) = self.backend.device_view(domid) {
             match &view.plane {
                 Ok(p) => info.plane = Some(PlaneView::from(p)),

@@ -39,6 +39,9 @@ pub struct Record {
     /// GGTT window backing chosen at creation (kept across a daemon restart).
     #[serde(default)]
     pub ggtt_backing: GgttBacking,
+    /// The daemon programmed the BARs (PVH guest without PCI firmware).
+    #[serde(default)]
+    pub preset_bars: bool,
 }
 
 impl Record {
@@ -60,6 +63,7 @@ impl Record {
             origin,
             owns_domain,
             ggtt_backing: GgttBacking::Trapped,
+            preset_bars: false,
         }
     }
 
@@ -83,6 +87,7 @@ impl Record {
             primary: None,
             monitor_config_file: None,
             ggtt_backing: self.ggtt_backing,
+            preset_bars: self.preset_bars,
         }
     }
 }

@@ -247,5 +247,6 @@ fn d2_record() -> Record {
         origin: Origin::Xenstore,
         owns_domain: false,
         ggtt_backing: Default::default(),
+        preset_bars: false,
     }
 }

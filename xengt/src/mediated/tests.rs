@@ -20,6 +20,7 @@ fn request(name: &str) -> VgpuRequest {
         primary: None,
         monitor_config_file: None,
         ggtt_backing: Default::default(),
+        preset_bars: false,
     }
 }
 
@@ -124,4 +125,26 @@ fn create_request_carries_the_ggtt_backing() {
     assert_eq!(create_request(&req).ggtt_backing, GgttBacking::Trapped);
     req.ggtt_backing = GgttBacking::Ram;
     assert_eq!(create_request(&req).ggtt_backing, GgttBacking::Ram);
+}
+
+#[test]
+fn pvh_devices_get_their_bars_placed_by_the_daemon() {
+    let xen = SimXen::new();
+    let mut b = MediatedBackend::with_sim(xen.clone(), &DaemonConfig::default()).unwrap();
+    let d = b.start_domain(Some(4), None).unwrap();
+    let e = b.start_domain(Some(5), None).unwrap();
+    let mut req = request("GVTg_V5_8");
+    req.preset_bars = true;
+    b.create_device(d, &req, None).unwrap();
+    b.create_device(e, &request("GVTg_V5_8"), None).unwrap();
+    assert_eq!(b.bar_addresses(d), (Some(BAR0), Some(BAR2)));
+    // Without presetting, nothing decodes until the guest's firmware programs the BARs.
+    assert_eq!(b.bar_addresses(e).0, None);
+    // The PVH guest reaches PVINFO at the daemon's BAR0 without touching PCI config.
+    let dom = xen.domain(d).unwrap();
+    let magic = with_guest(&mut b, &dom, |port| port.mmio_read(BAR0 + 0x7_8000, 8));
+    assert_eq!(magic, 0x4776_5447_7654_4776);
+    let dom_e = xen.domain(e).unwrap();
+    let unclaimed = with_guest(&mut b, &dom_e, |port| port.mmio_read(BAR0 + 0x7_8000, 8));
+    assert_eq!(unclaimed, u64::MAX);
 }

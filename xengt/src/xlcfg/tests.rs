@@ -190,3 +190,23 @@ fn bad_ggtt_backing_is_refused_with_its_key() {
         assert_eq!(parse_ggtt_backing(ggtt_backing_name(b)), Some(b));
     }
 }
+
+#[test]
+fn pvh_guests_ask_the_daemon_to_place_the_bars() {
+    let cfg = DaemonConfig::default();
+    let body = "vgt = 1\nvgt_low_gm_sz = 64\nvgt_high_gm_sz = 384\nvgt_fence_sz = 4\n";
+    let pvh = parse(
+        &format!("name = \"p\"\ntype = \"pvh\"\n{body}"),
+        "p.cfg",
+        &cfg,
+    )
+    .unwrap();
+    let hvm = parse(
+        &format!("name = \"h\"\ntype = \"hvm\"\n{body}"),
+        "h.cfg",
+        &cfg,
+    )
+    .unwrap();
+    assert!(pvh.vgpu.unwrap().preset_bars);
+    assert!(!hvm.vgpu.unwrap().preset_bars);
+}
