@@ -12,9 +12,9 @@ use crate::host::{EngineId, HostGpu};
 use crate::manager::VgpuId;
 use crate::regs::MMIO_SIZE;
 use crate::vgpu::{Vgpu, VgpuEvent};
-use crate::workload::{PipelineEnv, PipelineOutput};
+use crate::workload::PipelineOutput;
 
-use super::{GttOf, Gvt, VgpuCtx};
+use super::{with_env, GttOf, Gvt, VgpuCtx};
 
 /// The [`IoHandler`] of one vGPU, borrowed from its [`Gvt`] ([`Gvt::io`]).
 ///
@@ -68,15 +68,9 @@ impl IoHandler for GvtIo<'_> {
         self.access(|vgpu, c, host| {
             if space == Space::Mmio && c.pipeline.is_write_protected(addr) {
                 c.protected_writes = c.protected_writes.saturating_add(1);
-                let mem = Arc::clone(vgpu.mem());
-                let mut gtt = GttOf(host);
-                let mut env = PipelineEnv {
-                    mem: mem.as_ref(),
-                    ggtt: vgpu.ggtt(),
-                    host: &mut gtt,
-                    fx,
-                };
-                c.pipeline.protected_write(addr, data, &mut env);
+                with_env(vgpu, host, fx, |env| {
+                    c.pipeline.protected_write(addr, data, env)
+                });
                 return true;
             }
             vgpu.write(space, addr, data, fx);
@@ -139,15 +133,9 @@ pub(super) fn drain_events(
             _ => {}
         }
         adopt_csb_ptrs(vgpu, c);
-        let mem = Arc::clone(vgpu.mem());
-        let mut gtt = GttOf(host);
-        let mut env = PipelineEnv {
-            mem: mem.as_ref(),
-            ggtt: vgpu.ggtt(),
-            host: &mut gtt,
-            fx,
-        };
-        c.pipeline.on_vgpu_event(ev, &mut env, &mut out);
+        with_env(vgpu, host, fx, |env| {
+            c.pipeline.on_vgpu_event(ev, env, &mut out)
+        });
     }
     apply_output(vgpu, c, out, fx);
 }

@@ -153,6 +153,24 @@ impl fmt::Debug for Gvt {
 /// Forwards [`HostGtt`] to the whole host (keeps the crate's MSRV free of trait upcasts).
 pub(crate) struct GttOf<'a>(pub &'a mut dyn HostGpu);
 
+/// Runs `f` with `vgpu`'s pipeline environment: its guest RAM and GGTT, `host`'s page
+/// tables and the effects list `fx`.
+pub(crate) fn with_env<R>(
+    vgpu: &Vgpu,
+    host: &mut dyn HostGpu,
+    fx: &mut Effects,
+    f: impl FnOnce(&mut PipelineEnv<'_>) -> R,
+) -> R {
+    let mut gtt = GttOf(host);
+    let mut env = PipelineEnv {
+        mem: vgpu.mem().as_ref(),
+        ggtt: vgpu.ggtt(),
+        host: &mut gtt,
+        fx,
+    };
+    f(&mut env)
+}
+
 impl HostGtt for GttOf<'_> {
     fn ggtt_write(
         &mut self,
@@ -330,15 +348,9 @@ impl Gvt {
         let mut fx = Effects::new();
         let vgpu = self.manager.get(id).ok_or(GvtError::NotFound(id))?;
         if let Some(mut c) = self.ctx.remove(&id) {
-            let mem = Arc::clone(vgpu.mem());
-            let mut gtt = GttOf(self.host.as_mut());
-            let mut env = PipelineEnv {
-                mem: mem.as_ref(),
-                ggtt: vgpu.ggtt(),
-                host: &mut gtt,
-                fx: &mut fx,
-            };
-            c.pipeline.reset(&mut env);
+            with_env(vgpu, self.host.as_mut(), &mut fx, |env| {
+                c.pipeline.reset(env)
+            });
         }
         for r in self.running.iter_mut() {
             if r.as_ref().is_some_and(|r| r.owner == id) {

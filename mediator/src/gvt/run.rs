@@ -8,10 +8,10 @@ use tracing::warn;
 use crate::effects::Effects;
 use crate::host::{EngineId, FaultReason, HostEvent};
 use crate::manager::VgpuId;
-use crate::workload::{PipelineEnv, PipelineOutput};
+use crate::workload::PipelineOutput;
 
 use super::io::{adopt_csb_ptrs, apply_output, reflect_ggtt};
-use super::{owner, GttOf, Gvt, Running};
+use super::{owner, with_env, Gvt, Running};
 
 /// Bound on workloads started per engine in one [`Gvt::poll`] (zero-cost workloads would
 /// otherwise let one call run forever).
@@ -190,15 +190,9 @@ impl Gvt {
             if matches!(ev, HostEvent::Hang { .. }) {
                 scheds[i].report_hang(owner(r.owner));
             }
-            let mem = std::sync::Arc::clone(vgpu.mem());
-            let mut gtt = GttOf(host.as_mut());
-            let mut env = PipelineEnv {
-                mem: mem.as_ref(),
-                ggtt: vgpu.ggtt(),
-                host: &mut gtt,
-                fx: &mut fx,
-            };
-            c.pipeline.host_event(ev, &mut env, &mut out);
+            with_env(vgpu, host.as_mut(), &mut fx, |env| {
+                c.pipeline.host_event(ev, env, &mut out)
+            });
         }
         for reset in out.reset_engines.clone() {
             if let Err(err) = host.reset(reset) {
