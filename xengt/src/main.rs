@@ -48,7 +48,8 @@ struct Cli {
     #[arg(long, default_value = "auto")]
     xenstore: String,
     /// Write every guest MMIO/config access to FILE in the replay-fixture format
-    /// (`mediator/tests/fixtures/*.trace`), for capturing a real driver's probe.
+    /// (`mediator/tests/fixtures/*.trace`), for capturing a real driver's probe. A `%d` in
+    /// FILE gives one file per domain (replaced by the domain id).
     #[arg(long, value_name = "FILE")]
     mmio_trace: Option<PathBuf>,
     /// Most access lines `--mmio-trace` writes (the guest decides how many it makes).
@@ -99,10 +100,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let mut backend = make_backend(cli.backend, &cfg)?;
     if let Some(path) = &cli.mmio_trace {
-        let f = std::fs::File::create(path)
+        let sink = xengt::mmio_trace::TraceSink::open(path, cli.mmio_trace_max)
             .with_context(|| format!("creating the MMIO trace {}", path.display()))?;
-        let out = Box::new(std::io::BufWriter::new(f));
-        backend.set_mmio_trace(xengt::mmio_trace::MmioTrace::new(out, cli.mmio_trace_max));
+        backend.set_mmio_trace(sink);
     }
     let xs = connect_xenstore(cli)?;
     let signals = SignalPipe::install().context("installing SIGTERM/SIGINT handlers")?;

@@ -36,7 +36,7 @@ pub use view::{DeviceView, Screenshot};
 use crate::backend::{BackendError, DeviceHandle, Placement};
 use crate::config::DaemonConfig;
 use crate::daemon::{BAR0, BAR2};
-use crate::mmio_trace::{MmioTrace, TracingIo};
+use crate::mmio_trace::{TraceSink, TracingIo};
 use crate::xlcfg::VgpuRequest;
 
 /// RAM of a simulated domain when the guest config gives none.
@@ -58,7 +58,7 @@ pub struct MediatedBackend {
     sim_started: BTreeSet<u16>,
     gvt: Gvt,
     devices: BTreeMap<u16, Device>,
-    trace: Option<MmioTrace>,
+    trace: Option<TraceSink>,
 }
 
 impl std::fmt::Debug for MediatedBackend {
@@ -297,6 +297,9 @@ impl MediatedBackend {
             }
             drop(dev.server); // tears the ioreq server down
         }
+        if let Some(t) = self.trace.as_mut() {
+            t.close_domain(domid);
+        }
         self.stop_domain(domid);
     }
 
@@ -329,7 +332,7 @@ impl MediatedBackend {
         let Some(mut io) = self.gvt.io(dev.id) else {
             return Err(BackendError::NoSuchDomain(domid));
         };
-        let r = match self.trace.as_mut() {
+        let r = match self.trace.as_mut().and_then(|t| t.for_domain(domid)) {
             Some(trace) => {
                 let mut tio = TracingIo {
                     inner: &mut io,
@@ -347,7 +350,7 @@ impl MediatedBackend {
 
     /// Records every guest access dispatched from now on into `trace`
     /// (`xengtd --mmio-trace`).
-    pub fn set_mmio_trace(&mut self, trace: MmioTrace) {
+    pub fn set_mmio_trace(&mut self, trace: TraceSink) {
         self.trace = Some(trace);
     }
 

@@ -7,8 +7,14 @@
 //!
 //! The guest controls how many accesses it makes, so the file is capped at
 //! `max_lines`; one final comment line says how many accesses were left out.
+//!
+//! A path containing `%d` gives one file per domain (`%d` replaced by the domain id,
+//! created when the domain's first access arrives, closed when its vGPU goes), so the
+//! trace of one guest's driver is not interleaved with another guest's accesses.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use mediator::bus::{le_value, IoHandler, Space};
 use mediator::effects::Effects;
@@ -108,6 +114,102 @@ impl MmioTrace {
     pub fn flush(&mut self) {
         if !self.failed && self.out.flush().is_err() {
             self.failed = true;
+        }
+    }
+}
+
+/// Placeholder in an `--mmio-trace` path for the domain id.
+pub const DOMID_PLACEHOLDER: &str = "%d";
+
+/// Where `--mmio-trace` writes: one file shared by every domain, or one per domain.
+pub enum TraceSink {
+    /// Every domain's accesses in one file, in dispatch order.
+    Shared(MmioTrace),
+    /// One file per domain, named by replacing [`DOMID_PLACEHOLDER`] in `template`.
+    PerDomain {
+        /// The path with the placeholder.
+        template: String,
+        /// Line budget of each file.
+        max_lines: u64,
+        /// Open traces; `None` for a domain whose file could not be created (logged once).
+        open: BTreeMap<u16, Option<MmioTrace>>,
+    },
+}
+
+impl std::fmt::Debug for TraceSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceSink::Shared(t) => f.debug_tuple("Shared").field(t).finish(),
+            TraceSink::PerDomain { template, open, .. } => f
+                .debug_struct("PerDomain")
+                .field("template", template)
+                .field("open", &open.len())
+                .finish(),
+        }
+    }
+}
+
+impl TraceSink {
+    /// A sink for `path`: per domain if it contains [`DOMID_PLACEHOLDER`] (files are
+    /// created lazily), otherwise one file created now.
+    pub fn open(path: &Path, max_lines: u64) -> std::io::Result<TraceSink> {
+        let text = path.to_string_lossy();
+        if text.contains(DOMID_PLACEHOLDER) {
+            return Ok(TraceSink::PerDomain {
+                template: text.into_owned(),
+                max_lines,
+                open: BTreeMap::new(),
+            });
+        }
+        let f = std::fs::File::create(path)?;
+        Ok(TraceSink::Shared(MmioTrace::new(
+            Box::new(std::io::BufWriter::new(f)),
+            max_lines,
+        )))
+    }
+
+    /// The file name of `domid`'s trace in per-domain mode.
+    pub fn domain_path(template: &str, domid: u16) -> PathBuf {
+        PathBuf::from(template.replace(DOMID_PLACEHOLDER, &domid.to_string()))
+    }
+
+    /// The trace that records `domid`'s accesses (`None` if its file could not be made).
+    pub fn for_domain(&mut self, domid: u16) -> Option<&mut MmioTrace> {
+        match self {
+            TraceSink::Shared(t) => Some(t),
+            TraceSink::PerDomain {
+                template,
+                max_lines,
+                open,
+            } => open
+                .entry(domid)
+                .or_insert_with(|| {
+                    let path = TraceSink::domain_path(template, domid);
+                    match std::fs::File::create(&path) {
+                        Ok(f) => Some(MmioTrace::new(
+                            Box::new(std::io::BufWriter::new(f)),
+                            *max_lines,
+                        )),
+                        Err(e) => {
+                            tracing::warn!(domid, path = %path.display(), "MMIO trace not created: {e}");
+                            None
+                        }
+                    }
+                })
+                .as_mut(),
+        }
+    }
+
+    /// Flushes and closes `domid`'s file (per-domain mode); a later vGPU of the same
+    /// domain id starts a new file.
+    pub fn close_domain(&mut self, domid: u16) {
+        match self {
+            TraceSink::Shared(t) => t.flush(),
+            TraceSink::PerDomain { open, .. } => {
+                if let Some(Some(mut t)) = open.remove(&domid) {
+                    t.flush();
+                }
+            }
         }
     }
 }
@@ -226,6 +328,44 @@ mod tests {
         let text = buf.text();
         assert_eq!(text.lines().filter(|l| l.starts_with("W ")).count(), 2);
         assert_eq!(text.matches("budget of 2 lines").count(), 1);
+    }
+
+    #[test]
+    fn per_domain_sink_keeps_each_domain_in_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("xengt-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = dir.join("mmio-%d.trace");
+        let mut sink = TraceSink::open(&template, 10).unwrap();
+        for (domid, off) in [(3u16, 0x10u64), (7, 0x20), (3, 0x30)] {
+            let t = sink.for_domain(domid).unwrap();
+            t.record(Space::Mmio, off, &[0; 4], true, Some(0));
+            t.flush();
+        }
+        sink.close_domain(3);
+        sink.close_domain(7);
+        let read = |d: u16| std::fs::read_to_string(dir.join(format!("mmio-{d}.trace"))).unwrap();
+        let (a, b) = (read(3), read(7));
+        assert!(a.contains("W 0x10 4 0x0") && a.contains("W 0x30 4 0x0"), "{a}");
+        assert!(!a.contains("W 0x20"), "{a}");
+        assert!(b.contains("W 0x20 4 0x0") && !b.contains("W 0x10"), "{b}");
+        // A new vGPU of domain 3 starts a fresh file.
+        sink.for_domain(3).unwrap().flush();
+        sink.close_domain(3);
+        assert!(!read(3).contains("W 0x10"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_sink_without_placeholder_is_one_file() {
+        let path = std::env::temp_dir().join(format!("xengt-trace-shared-{}", std::process::id()));
+        let mut sink = TraceSink::open(&path, 10).unwrap();
+        assert!(matches!(sink, TraceSink::Shared(_)));
+        sink.for_domain(1).unwrap().record(Space::Mmio, 0x4, &[0; 4], false, Some(0));
+        sink.for_domain(2).unwrap().record(Space::Mmio, 0x8, &[0; 4], false, Some(0));
+        sink.close_domain(1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("R 0x4 4 0x0") && text.contains("R 0x8 4 0x0"));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
