@@ -16,7 +16,7 @@ budget() {
     case $1 in
         xlinfo) echo 2 ;; pvh-hello) echo 60 ;; hvm-hello) echo 110 ;; hotplug) echo 50 ;;
         pvinfo) echo 55 ;; ggtt) echo 8 ;; fuzz-bars) echo 15 ;; teardown) echo 14 ;;
-        hvm-smoke) echo 160 ;; i915) echo 600 ;; *) echo 60 ;;
+        hvm-smoke) echo 160 ;; i915) echo 600 ;; i915-churn) echo 300 ;; *) echo 60 ;;
     esac
 }
 total=25   # QEMU start -> dom0 scenarios, plus poweroff

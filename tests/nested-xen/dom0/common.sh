@@ -80,6 +80,20 @@ info_vars() {
     I_HB=$(num_or_empty "$4"); I_HS=$(num_or_empty "$5"); I_FENCES=$(num_or_empty "$6")
     I_DROPPED=$(num_or_empty "$7")
 }
+# publish_params DOMID: read the vGPU's BAR0 and GGTT windows from `xengt-ctl info --json`
+# and publish them where the PVH test guest's vgpu.sh waits for them
+# (/local/domain/D/data/xengt-test/params, readable by the guest). Leaves the info in
+# $ST/info-D.json and the I_* variables set; returns 1 with a reason on stdout otherwise.
+publish_params() {
+    local d=$1 p=/local/domain/$1/data/xengt-test
+    info_json "$d" "$ST/info-$d.json" || { echo "xengt-ctl info $d --json failed: $(tail -n1 "$ST/info-$d.json.err")"; return 1; }
+    info_vars "$ST/info-$d.json" || { echo "cannot parse xengt-ctl info --json of $d"; return 1; }
+    [ -n "$I_BAR0" ] && [ "$I_BAR0" -gt 0 ] || { echo "info of $d has no non-zero bar0"; return 1; }
+    [ -n "$I_LB" ] && [ -n "$I_LS" ] && [ -n "$I_HB" ] && [ -n "$I_HS" ] || { echo "info of $d lacks low_gm/high_gm {base,size}"; return 1; }
+    xenstore-write "$p/params" "bar0=$I_BAR0 low_base=$I_LB low_size=$I_LS high_base=$I_HB high_size=$I_HS" ||
+        { echo "cannot publish test parameters at $p"; return 1; }
+    xenstore-chmod -r "$p" "n$d" 2>/dev/null || xenstore-chmod "$p/params" "n$d"
+}
 num_or_empty() { [ "$1" = - ] || printf '%d' "$1" 2>/dev/null; }
 # start_daemon: run `xengtd --backend xen` (once per boot) and wait until xengt-ctl answers.
 start_daemon() {
@@ -104,3 +118,48 @@ dm_logs() { for f in /var/log/xen/qemu-dm-*.log /var/log/xen/xl-*.log; do [ -s "
 b64_out() {
     echo "=== B64-BEGIN $1"; gzip -c "$2" | base64; echo "=== B64-END $1"
 }
+
+# stream_guest LOG: print the new lines of an HVM guest's serial LOG (prefix "G| ") and
+# xengtd's new warnings/errors ("X| ") since the last call; positions live in nS and nT,
+# which a later scenario can take over through $ST/stream.pos.
+stream_guest() {
+    local n
+    n=$(wc -l <"$1" 2>/dev/null || echo 0)
+    [ "$n" -gt "${nS:-0}" ] && sed -n "$((${nS:-0} + 1)),${n}p" "$1" | tr -d '\r' | sed 's/^/G| /'; nS=$n
+    n=$(wc -l </var/log/xengtd.log)
+    [ "$n" -gt "${nT:-0}" ] && sed -n "$((${nT:-0} + 1)),${n}p" /var/log/xengtd.log | grep -E 'WARN|ERROR' | head -n 20 | sed 's/^/X| /'; nT=$n
+    echo "$nS $nT" >$ST/stream.pos
+}
+# vgpu_leftovers DOMID BACKEND_DIR: what is left of a destroyed guest's vGPU, as a list of
+# words (empty when nothing is): its backend node, xengtd's record, its /local/domain
+# directory, a listing by xengt-ctl, an answer to xengt-ctl info, a "(null)" zombie domain.
+vgpu_leftovers() {
+    local d=$1 be=$2 left=""
+    [ -n "$be" ] && xenstore-exists "$be" 2>/dev/null && left="$left backend-node:$be"
+    for t in vgt vgpu xengt; do
+        xenstore-exists "/local/domain/0/backend/$t/$d" 2>/dev/null && left="$left backend-dir:$t/$d"
+    done
+    xenstore-exists "/xengt/vgpu/$d" 2>/dev/null && left="$left record:/xengt/vgpu/$d"
+    xenstore-exists "/local/domain/$d" 2>/dev/null && left="$left /local/domain/$d"
+    if xengt-ctl list --json >/tmp/list-left.json 2>/dev/null; then
+        vgpus_json /tmp/list-left.json | jq -e --argjson d "$d" 'any(.[]; .domid == $d)' >/dev/null 2>&1 && left="$left listed"
+    else
+        left="$left list-failed"
+    fi
+    xengt-ctl info "$d" --json >/dev/null 2>&1 && left="$left info-answers"
+    xl list 2>/dev/null | grep -q '^(null)' && left="$left zombie-domain"
+    echo "$left"
+}
+# wait_no_leftovers DOMID BACKEND_DIR SECONDS: until vgpu_leftovers is empty; 1 (with the
+# list in $LEFT) if it never is.
+wait_no_leftovers() {
+    local i=0
+    while :; do
+        LEFT=$(vgpu_leftovers "$1" "$2")
+        [ -z "$LEFT" ] && return 0
+        i=$((i + 1)); [ $i -lt "$3" ] || return 1
+        sleep 1
+    done
+}
+# xengtd_fds: number of file descriptors xengtd holds open.
+xengtd_fds() { ls "/proc/$(cat $ST/xengtd.pid)/fd" 2>/dev/null | wc -l; }

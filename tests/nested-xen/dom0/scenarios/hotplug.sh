@@ -14,16 +14,11 @@ D=$(xl domid $VGPU_NAME 2>/dev/null) || fail "no domain $VGPU_NAME after xengt-c
 echo "$D" >$ST/domid
 say "domain $D created in $T0..$(up)"
 
-info_json "$D" $ST/info0.json || fail "xengt-ctl info $D --json failed: $(tail -n1 $ST/info0.json.err)"
-say "info: $(tr -d ' \n' <$ST/info0.json)"
-info_vars $ST/info0.json || fail "cannot parse xengt-ctl info --json"
-[ -n "$I_BAR0" ] && [ "$I_BAR0" -gt 0 ] || fail "info has no non-zero bar0"
-[ -n "$I_LB" ] && [ -n "$I_LS" ] && [ -n "$I_HB" ] && [ -n "$I_HS" ] || fail "info lacks low_gm/high_gm {base,size}"
 # The guest is already booting: publish its parameters first.
+why=$(publish_params "$D") || fail "$why"
+cp "$ST/info-$D.json" $ST/info0.json
+say "info: $(tr -d ' \n' <$ST/info0.json)"
 P=/local/domain/$D/data/xengt-test
-xenstore-write "$P/params" "bar0=$I_BAR0 low_base=$I_LB low_size=$I_LS high_base=$I_HB high_size=$I_HS" ||
-    fail "cannot publish test parameters at $P"
-xenstore-chmod -r "$P" "n$D" 2>/dev/null || xenstore-chmod "$P/params" "n$D"
 say "published $P/params"
 
 BE=$(backend_dir "$D") || { xenstore-ls -f /local/domain/0 | tail -n 30; fail "no vGPU backend node for domain $D under /local/domain/0/backend"; }

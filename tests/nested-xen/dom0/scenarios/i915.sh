@@ -9,29 +9,51 @@
 #   e display    pass 2 reaches a/b/c/d, a dumb-buffer modeset shows colour bars on the
 #                primary plane, `xengt-ctl screenshot` gives a PNG
 # FAIL names the first stage that failed. Artifacts (base64 between markers, decoded by the
-# host): the screenshot and xengtd's MMIO trace of the guest (--mmio-trace).
+# host): the screenshot and xengtd's MMIO trace of the guest (--mmio-trace, one file per
+# domain).
+# Before the HVM guest, a PVH "bystander" guest with its own vGPU is created and must be
+# answering (GUEST-WATCH rounds): the next scenario, i915-churn, checks it stayed unaffected.
+# With I915CYCLES/I915FINAL in i915.cfg the guest goes on after GUEST-I915-DONE and this
+# scenario leaves it running for i915-churn ($ST/i915-keep); otherwise it destroys it.
 . /scenarios/common.sh
-TRACE=/var/log/xengtd-mmio.trace
-XENGTD_EXTRA="--mmio-trace $TRACE" start_daemon
+XENGTD_EXTRA="--mmio-trace /var/log/xengtd-mmio-%d.trace" start_daemon
 N=hvmi915
+avail_now >$ST/avail-start || fail "setup: xengt-ctl types --json failed: $(tail -n1 /tmp/types.err)"
+rm -f $ST/i915-keep $ST/bystander-domid $ST/bystander-error
+bystander() {
+    local w why
+    xengt-ctl create /guest/bystander.cfg >/tmp/create-by.out 2>&1 || { echo "xengt-ctl create bystander.cfg: $(tail -n1 /tmp/create-by.out)"; return 1; }
+    w=$(xl domid bystander 2>/dev/null) || { echo "no domain bystander after xengt-ctl create"; return 1; }
+    echo "$w" >$ST/bystander-domid
+    why=$(publish_params "$w") || { echo "$why"; return 1; }
+    backend_dir "$w" >$ST/bystander-backend || { echo "no backend node for the bystander $w"; return 1; }
+    # A baseline before the abuse: the bystander's vGPU answers correctly.
+    wait_console bystander '^GUEST-WATCH round=2 ' 300 || { echo "no second GUEST-WATCH round in 300s: $(grep '^GUEST-' "$(console_log bystander)" | tail -n1)"; return 1; }
+    grep -q '^GUEST-WATCH .*bad=' "$(console_log bystander)" && { echo "its vGPU misbehaves already: $(grep '^GUEST-WATCH .*bad=' "$(console_log bystander)" | head -n1)"; return 1; }
+    return 0
+}
+if why=$(bystander); then
+    say "bystander domain $(cat $ST/bystander-domid) answering: $(grep '^GUEST-WATCH' "$(console_log bystander)" | tail -n1)"
+else
+    say "bystander: $why"; echo "$why" >$ST/bystander-error
+fi
+# Baselines for i915-churn, with every vGPU but the i915 guest's in place.
+avail_now >$ST/avail-before-i915; xengtd_fds >$ST/fds-before-i915
+say "before the i915 guest: available_instances=$(cat $ST/avail-before-i915) xengtd fds=$(cat $ST/fds-before-i915)"
 t0=$(up)
 xengt-ctl create /guest/i915.cfg >/tmp/create-i915.out 2>&1 || { cat /tmp/create-i915.out; dm_logs; fail "setup: xengt-ctl create i915.cfg failed: $(tail -n1 /tmp/create-i915.out)"; }
 D=$(xl domid $N 2>/dev/null) || fail "setup: no domain $N after xengt-ctl create"
+keep=0
+# Any failure below destroys the guest, unless it was handed over to i915-churn.
+trap '[ "$keep" = 1 ] || xl destroy "$D" 2>/dev/null' EXIT
+TRACE=/var/log/xengtd-mmio-$D.trace
 say "HVM domain $D created and unpaused in $(echo "$(up) - $t0" | bc 2>/dev/null || echo ?)s"
-info_json "$D" /tmp/info-i915.json || { xl destroy "$D"; fail "setup: xengt-ctl info $D failed"; }
+info_json "$D" /tmp/info-i915.json || fail "setup: xengt-ctl info $D failed"
 gb=$(jq -r '.ggtt_backing // "absent"' /tmp/info-i915.json)
-[ "$gb" = ram ] || { xl destroy "$D"; fail "setup: GGTT backing is '$gb', want ram for an HVM guest"; }
+[ "$gb" = ram ] || fail "setup: GGTT backing is '$gb', want ram for an HVM guest"
 L=/var/log/xen/$N-serial.log; nS=0; nT=0; i=0; shot=; lastS=0; still=0
-# Stream the guest serial log (and xengtd warnings) as it grows: a killed run keeps them.
-stream() {
-    local n
-    n=$(wc -l <"$L" 2>/dev/null || echo 0)
-    [ "$n" -gt "$nS" ] && sed -n "$((nS + 1)),${n}p" "$L" | tr -d '\r' | sed 's/^/G| /'; nS=$n
-    n=$(wc -l </var/log/xengtd.log)
-    [ "$n" -gt "$nT" ] && sed -n "$((nT + 1)),${n}p" /var/log/xengtd.log | grep -E 'WARN|ERROR' | head -n 20 | sed 's/^/X| /'; nT=$n
-}
 while xenstore-exists /local/domain/$D 2>/dev/null; do
-    sleep 3; i=$((i + 3)); stream
+    sleep 3; i=$((i + 3)); stream_guest "$L"
     if [ -z "$shot" ] && grep -q '^GUEST-DISPLAY-READY' "$L" 2>/dev/null; then
         shot=none
         if xengt-ctl screenshot "$D" /tmp/i915-screen.png >/tmp/shot.out 2>&1; then shot=ok; fi
@@ -45,7 +67,7 @@ while xenstore-exists /local/domain/$D 2>/dev/null; do
     # (silence counts only once /init has spoken: the kernel boots quietly for minutes)
     if [ "$nS" -gt "$lastS" ]; then lastS=$nS; still=0; elif [ "$nS" -gt 0 ]; then still=$((still + 3)); fi
     if [ $((i % 60)) = 0 ] || { [ "$still" -ge 60 ] && [ $((still % 30)) = 0 ]; }; then
-        say "waiting: ${i}s, serial $nS lines (no new line for ${still}s), trace $(wc -l <$TRACE) lines; hottest of the last 600:"
+        say "waiting: ${i}s, serial $nS lines (no new line for ${still}s), trace $(wc -l <$TRACE 2>/dev/null) lines; hottest of the last 600:"
         tail -n 600 "$TRACE" | sort | uniq -c | sort -rn | head -n 6 | sed 's/^/    T| /'
     fi
     # A guest whose serial stays silent this long is stuck in the kernel (its /init prints
@@ -53,9 +75,8 @@ while xenstore-exists /local/domain/$D 2>/dev/null; do
     [ "$still" -lt "${I915_STALL:-150}" ] || { say "guest serial silent for ${still}s: stuck"; break; }
     [ $i -lt "${I915_WAIT:-900}" ] || { say "guest still running after ${i}s"; break; }
 done
-stream
+stream_guest "$L"
 say "guest finished after ${i}s; xengtd counters: $(xengt-ctl info "$D" --json 2>/dev/null | jq -c .counters)"
-xl destroy "$D" 2>/dev/null; wait_gone "$D" 60
 daemon_alive || say "xengtd died: $(tail -n 3 /var/log/xengtd.log)"
 if [ -s /tmp/trace-pass1 ]; then
     b64_out i915-mmio-pass1.trace /tmp/trace-pass1
@@ -80,4 +101,10 @@ grep -q '^GUEST-I915-RMMOD pass=1 ok' "$L" || fail "stage e display: rmmod i915 
 stage 2 "stage e display (pass 2 stage "
 grep -q '^GUEST-MODESET result=ok' "$L" || fail "stage e display: dumb-buffer modeset: $(grep '^GUEST-MODESET' "$L" | tail -n1)"
 [ "$shot" = ok ] || fail "stage e display: no screenshot: $(tail -n1 /tmp/shot.out 2>/dev/null)"
+if grep -q 'I915FINAL=probe' /guest/i915.cfg && xenstore-exists "/local/domain/$D" 2>/dev/null; then
+    echo "$D" >$ST/i915-domid; keep=1; echo 1 >$ST/i915-keep
+    say "guest $D left running for i915-churn (serial line $nS)"
+else
+    xl destroy "$D" 2>/dev/null; wait_gone "$D" 60
+fi
 exit 0

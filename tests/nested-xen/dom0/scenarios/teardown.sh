@@ -7,18 +7,7 @@ D=$(domid_of_test_guest); [ -n "$D" ] || fail "no vGPU guest (hotplug failed)"
 BE=$(cat $ST/backend 2>/dev/null)
 xl destroy "$D" || fail "xl destroy $D failed"
 wait_gone "$D" 60 || fail "/local/domain/$D still present 60s after xl destroy"
-i=0; while :; do
-    left=""
-    [ -n "$BE" ] && xenstore-exists "$BE" 2>/dev/null && left="$left backend-node"
-    xenstore-exists "/xengt/vgpu/$D" 2>/dev/null && left="$left /xengt/vgpu/$D-record"
-    xengt-ctl list --json >/tmp/list2.json 2>/dev/null || left="$left list-failed"
-    vgpus_json /tmp/list2.json | jq -e --argjson d "$D" 'any(.[]; .domid == $d)' >/dev/null 2>&1 && left="$left listed"
-    xl list 2>/dev/null | grep -q '^(null)' && left="$left zombie-domain"
-    [ -z "$left" ] && break
-    i=$((i + 1)); [ $i -lt 30 ] || fail "30s after destroy still:$left"
-    sleep 1
-done
-xengt-ctl info "$D" --json >/dev/null 2>&1 && fail "xengt-ctl info $D still succeeds"
+wait_no_leftovers "$D" "$BE" 30 || fail "30s after destroy still:$LEFT"
 daemon_alive || fail "xengtd exited on guest destroy: $(tail -n1 /var/log/xengtd.log)"
 a0=$(cat $ST/avail0 2>/dev/null); a1=$(avail_now) || fail "xengt-ctl types --json failed: $(tail -n1 /tmp/types.err)"
 [ -n "$a1" ] || fail "xengt-ctl types --json has no available_instances"
