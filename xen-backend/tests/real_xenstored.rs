@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+use xen_backend::xenstore::wire::{join_fields, MsgType};
 use xen_backend::xenstore::{Access, XsClient, XsErrno, XsError, XsOps, XsPerm};
 
 fn client() -> XsClient {
@@ -45,6 +46,30 @@ fn real_read_write_directory_rm() {
     assert!(c.read(&format!("{b}/nope")).unwrap_err().is_not_found());
     c.rm(&b).unwrap();
     assert!(!c.exists(&b).unwrap());
+}
+
+#[test]
+#[ignore = "needs a real xenstored: run tests/tiers/xenstored-real.sh"]
+fn real_directory_over_4_kib_lists_through_directory_part() {
+    let c = client();
+    let b = base("bigdir");
+    let mut want: Vec<String> = (0..2000).map(|i| format!("device-{i:04}")).collect();
+    for n in &want {
+        c.write(&format!("{b}/{n}"), b"").unwrap();
+    }
+    // 24 000 bytes of names: the real store refuses the one-reply listing...
+    let err = c
+        .request(MsgType::Directory, join_fields(&[&b]), &b)
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(XsErrno::E2BIG), "{err}");
+    // ...and the client falls back to DIRECTORY_PART, outside and inside a transaction.
+    let mut got = c.directory(&b).unwrap();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let in_tx = c.transaction(|tx| tx.directory(&b)).unwrap();
+    assert_eq!(in_tx.len(), 2000);
+    c.rm(&b).unwrap();
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
-use super::dl::{open_lib, sym, LoadError};
+use super::dl::{cached, fn_table, open_lib, LoadError};
 use super::xen::PRIVCMD;
 use super::FfiError;
 
@@ -25,19 +25,26 @@ pub const XENCTRL_SONAME: &str = "libxenctrl.so.4.17";
 
 type Handle = *mut c_void;
 
-#[derive(Debug, Clone, Copy)]
-struct CtrlFns {
-    open: unsafe extern "C" fn(*mut c_void, *mut c_void, c_uint) -> Handle,
-    close: unsafe extern "C" fn(Handle) -> c_int,
-    getinfo: unsafe extern "C" fn(Handle, u32, c_uint, *mut c_void) -> c_int,
-    setmaxmem: unsafe extern "C" fn(Handle, u32, u64) -> c_int,
-    populate_exact: unsafe extern "C" fn(Handle, u32, c_ulong, c_uint, c_uint, *mut u64) -> c_int,
-    decrease_exact: unsafe extern "C" fn(Handle, u32, c_ulong, c_uint, *mut u64) -> c_int,
+fn_table! {
+    /// The libxenctrl calls used here.
+    struct CtrlFns {
+        open: unsafe extern "C" fn(*mut c_void, *mut c_void, c_uint) -> Handle =
+            c"xc_interface_open",
+        close: unsafe extern "C" fn(Handle) -> c_int = c"xc_interface_close",
+        getinfo: unsafe extern "C" fn(Handle, u32, c_uint, *mut c_void) -> c_int =
+            c"xc_domain_getinfo",
+        setmaxmem: unsafe extern "C" fn(Handle, u32, u64) -> c_int = c"xc_domain_setmaxmem",
+        populate_exact:
+            unsafe extern "C" fn(Handle, u32, c_ulong, c_uint, c_uint, *mut u64) -> c_int =
+            c"xc_domain_populate_physmap_exact",
+        decrease_exact: unsafe extern "C" fn(Handle, u32, c_ulong, c_uint, *mut u64) -> c_int =
+            c"xc_domain_decrease_reservation_exact",
+    }
 }
 
 fn load() -> Result<CtrlFns, LoadError> {
     let l = open_lib(XENCTRL_SONAME, c"libxenctrl.so.4.17")?;
-    // SAFETY: (all `sym` calls) each type is the prototype from Xen 4.17's xenctrl.h:
+    // SAFETY: each field type of `CtrlFns` is the prototype from Xen 4.17's xenctrl.h:
     // xc_interface_open(xentoollog_logger*, xentoollog_logger*, unsigned),
     // xc_interface_close(xc_interface*), xc_domain_getinfo(xch, uint32_t, unsigned int,
     // xc_dominfo_t*), xc_domain_setmaxmem(xch, uint32_t, uint64_t),
@@ -45,22 +52,13 @@ fn load() -> Result<CtrlFns, LoadError> {
     // unsigned int, xen_pfn_t*), xc_domain_decrease_reservation_exact(xch, uint32_t,
     // unsigned long, unsigned int, xen_pfn_t*); xen_pfn_t is a 64-bit unsigned long on
     // x86-64.
-    unsafe {
-        Ok(CtrlFns {
-            open: sym(&l, c"xc_interface_open")?,
-            close: sym(&l, c"xc_interface_close")?,
-            getinfo: sym(&l, c"xc_domain_getinfo")?,
-            setmaxmem: sym(&l, c"xc_domain_setmaxmem")?,
-            populate_exact: sym(&l, c"xc_domain_populate_physmap_exact")?,
-            decrease_exact: sym(&l, c"xc_domain_decrease_reservation_exact")?,
-        })
-    }
+    unsafe { CtrlFns::load(&l) }
 }
 
 static FNS: OnceLock<Result<CtrlFns, LoadError>> = OnceLock::new();
 
 fn fns() -> Result<&'static CtrlFns, FfiError> {
-    FNS.get_or_init(load).as_ref().map_err(|e| e.clone().into())
+    cached(&FNS, load)
 }
 
 /// Byte offsets in the 4.17 x86-64 `xc_dominfo_t`.
@@ -186,6 +184,14 @@ impl Drop for XenCtrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_xenctrl_symbol_exists_where_the_library_is_installed() {
+        match load() {
+            Ok(_) | Err(LoadError::Library { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
 
     #[test]
     fn missing_xenctrl_is_a_typed_error() {

@@ -18,77 +18,136 @@ pub const EVTCHN_SONAME: &str = "libxenevtchn.so.1";
 
 type Handle = *mut c_void;
 
-/// libxendevicemodel functions used by the backend.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DeviceModelFns {
-    pub open: unsafe extern "C" fn(*mut c_void, c_uint) -> Handle,
-    pub close: unsafe extern "C" fn(Handle) -> c_int,
-    pub create_ioreq_server: unsafe extern "C" fn(Handle, u16, c_int, *mut u16) -> c_int,
-    pub get_ioreq_server_info:
-        unsafe extern "C" fn(Handle, u16, u16, *mut u64, *mut u64, *mut u32) -> c_int,
-    pub map_io_range_to_ioreq_server:
-        unsafe extern "C" fn(Handle, u16, u16, c_int, u64, u64) -> c_int,
-    pub unmap_io_range_from_ioreq_server:
-        unsafe extern "C" fn(Handle, u16, u16, c_int, u64, u64) -> c_int,
-    pub map_pcidev_to_ioreq_server:
-        unsafe extern "C" fn(Handle, u16, u16, u16, u8, u8, u8) -> c_int,
-    pub unmap_pcidev_from_ioreq_server:
-        unsafe extern "C" fn(Handle, u16, u16, u16, u8, u8, u8) -> c_int,
-    pub set_ioreq_server_state: unsafe extern "C" fn(Handle, u16, u16, c_int) -> c_int,
-    pub destroy_ioreq_server: unsafe extern "C" fn(Handle, u16, u16) -> c_int,
-    pub inject_msi: unsafe extern "C" fn(Handle, u16, u64, u32) -> c_int,
-    /// `hvmmem_type_t` is a C enum: 4 bytes, passed as u32.
-    pub set_mem_type: unsafe extern "C" fn(Handle, u16, u32, u64, u32) -> c_int,
-    pub map_mem_type_to_ioreq_server: unsafe extern "C" fn(Handle, u16, u16, u16, u32) -> c_int,
-    pub modified_memory: unsafe extern "C" fn(Handle, u16, u64, u32) -> c_int,
-    pub nr_vcpus: unsafe extern "C" fn(Handle, u16, *mut c_uint) -> c_int,
-    pub restrict: unsafe extern "C" fn(Handle, u16) -> c_int,
+/// Declares a table of `extern "C"` function pointers from one library, each field once
+/// with its exact type and C symbol (`name: type = c"symbol"`), plus an
+/// `unsafe fn load(&Lib)` that looks every symbol up with [`sym`] and fails with the
+/// library's soname and the first missing symbol.
+macro_rules! fn_table {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident: $ty:ty = $symbol:expr,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy)]
+        $vis struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Looks every symbol of the table up in `lib`.
+            ///
+            /// # Safety
+            /// Every field's type must be the exact C prototype of its symbol.
+            unsafe fn load(lib: &$crate::ffi::dl::Lib) -> Result<Self, $crate::ffi::dl::LoadError> {
+                Ok(Self {
+                    $(
+                        // SAFETY: the caller guarantees that the declared type is the
+                        // symbol's C prototype, which is `sym`'s contract.
+                        $field: unsafe { $crate::ffi::dl::sym::<$ty>(lib, $symbol)? },
+                    )*
+                })
+            }
+        }
+    };
+}
+pub(super) use fn_table;
+
+fn_table! {
+    /// libxendevicemodel functions used by the backend.
+    pub(crate) struct DeviceModelFns {
+        open: unsafe extern "C" fn(*mut c_void, c_uint) -> Handle = c"xendevicemodel_open",
+        close: unsafe extern "C" fn(Handle) -> c_int = c"xendevicemodel_close",
+        create_ioreq_server: unsafe extern "C" fn(Handle, u16, c_int, *mut u16) -> c_int =
+            c"xendevicemodel_create_ioreq_server",
+        get_ioreq_server_info:
+            unsafe extern "C" fn(Handle, u16, u16, *mut u64, *mut u64, *mut u32) -> c_int =
+            c"xendevicemodel_get_ioreq_server_info",
+        map_io_range_to_ioreq_server:
+            unsafe extern "C" fn(Handle, u16, u16, c_int, u64, u64) -> c_int =
+            c"xendevicemodel_map_io_range_to_ioreq_server",
+        unmap_io_range_from_ioreq_server:
+            unsafe extern "C" fn(Handle, u16, u16, c_int, u64, u64) -> c_int =
+            c"xendevicemodel_unmap_io_range_from_ioreq_server",
+        map_pcidev_to_ioreq_server:
+            unsafe extern "C" fn(Handle, u16, u16, u16, u8, u8, u8) -> c_int =
+            c"xendevicemodel_map_pcidev_to_ioreq_server",
+        unmap_pcidev_from_ioreq_server:
+            unsafe extern "C" fn(Handle, u16, u16, u16, u8, u8, u8) -> c_int =
+            c"xendevicemodel_unmap_pcidev_from_ioreq_server",
+        set_ioreq_server_state: unsafe extern "C" fn(Handle, u16, u16, c_int) -> c_int =
+            c"xendevicemodel_set_ioreq_server_state",
+        destroy_ioreq_server: unsafe extern "C" fn(Handle, u16, u16) -> c_int =
+            c"xendevicemodel_destroy_ioreq_server",
+        inject_msi: unsafe extern "C" fn(Handle, u16, u64, u32) -> c_int =
+            c"xendevicemodel_inject_msi",
+        /// `hvmmem_type_t` is a C enum: 4 bytes, passed as u32.
+        set_mem_type: unsafe extern "C" fn(Handle, u16, u32, u64, u32) -> c_int =
+            c"xendevicemodel_set_mem_type",
+        map_mem_type_to_ioreq_server: unsafe extern "C" fn(Handle, u16, u16, u16, u32) -> c_int =
+            c"xendevicemodel_map_mem_type_to_ioreq_server",
+        modified_memory: unsafe extern "C" fn(Handle, u16, u64, u32) -> c_int =
+            c"xendevicemodel_modified_memory",
+        nr_vcpus: unsafe extern "C" fn(Handle, u16, *mut c_uint) -> c_int =
+            c"xendevicemodel_nr_vcpus",
+        restrict: unsafe extern "C" fn(Handle, u16) -> c_int = c"xendevicemodel_restrict",
+    }
 }
 
-/// libxenforeignmemory functions used by the backend.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ForeignMemoryFns {
-    pub open: unsafe extern "C" fn(*mut c_void, c_uint) -> Handle,
-    pub close: unsafe extern "C" fn(Handle) -> c_int,
-    pub map: unsafe extern "C" fn(Handle, u32, c_int, usize, *const u64, *mut c_int) -> *mut c_void,
-    pub map2: unsafe extern "C" fn(
-        Handle,
-        u32,
-        *mut c_void,
-        c_int,
-        c_int,
-        usize,
-        *const u64,
-        *mut c_int,
-    ) -> *mut c_void,
-    pub unmap: unsafe extern "C" fn(Handle, *mut c_void, usize) -> c_int,
-    pub map_resource: unsafe extern "C" fn(
-        Handle,
-        u16,
-        c_uint,
-        c_uint,
-        c_ulong,
-        c_ulong,
-        *mut *mut c_void,
-        c_int,
-        c_int,
-    ) -> *mut c_void,
-    pub unmap_resource: unsafe extern "C" fn(Handle, *mut c_void) -> c_int,
-    pub restrict: unsafe extern "C" fn(Handle, u16) -> c_int,
+fn_table! {
+    /// libxenforeignmemory functions used by the backend.
+    pub(crate) struct ForeignMemoryFns {
+        open: unsafe extern "C" fn(*mut c_void, c_uint) -> Handle = c"xenforeignmemory_open",
+        close: unsafe extern "C" fn(Handle) -> c_int = c"xenforeignmemory_close",
+        map: unsafe extern "C" fn(Handle, u32, c_int, usize, *const u64, *mut c_int) -> *mut c_void =
+            c"xenforeignmemory_map",
+        map2: unsafe extern "C" fn(
+            Handle,
+            u32,
+            *mut c_void,
+            c_int,
+            c_int,
+            usize,
+            *const u64,
+            *mut c_int,
+        ) -> *mut c_void = c"xenforeignmemory_map2",
+        unmap: unsafe extern "C" fn(Handle, *mut c_void, usize) -> c_int =
+            c"xenforeignmemory_unmap",
+        map_resource: unsafe extern "C" fn(
+            Handle,
+            u16,
+            c_uint,
+            c_uint,
+            c_ulong,
+            c_ulong,
+            *mut *mut c_void,
+            c_int,
+            c_int,
+        ) -> *mut c_void = c"xenforeignmemory_map_resource",
+        unmap_resource: unsafe extern "C" fn(Handle, *mut c_void) -> c_int =
+            c"xenforeignmemory_unmap_resource",
+        restrict: unsafe extern "C" fn(Handle, u16) -> c_int = c"xenforeignmemory_restrict",
+    }
 }
 
-/// libxenevtchn functions used by the backend.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EvtchnFns {
-    pub open: unsafe extern "C" fn(*mut c_void, c_uint) -> Handle,
-    pub close: unsafe extern "C" fn(Handle) -> c_int,
-    pub fd: unsafe extern "C" fn(Handle) -> c_int,
-    pub bind_interdomain: unsafe extern "C" fn(Handle, u32, u32) -> c_int,
-    pub notify: unsafe extern "C" fn(Handle, u32) -> c_int,
-    pub pending: unsafe extern "C" fn(Handle) -> c_int,
-    pub unmask: unsafe extern "C" fn(Handle, u32) -> c_int,
-    pub unbind: unsafe extern "C" fn(Handle, u32) -> c_int,
-    pub restrict: unsafe extern "C" fn(Handle, u16) -> c_int,
+fn_table! {
+    /// libxenevtchn functions used by the backend.
+    pub(crate) struct EvtchnFns {
+        open: unsafe extern "C" fn(*mut c_void, c_uint) -> Handle = c"xenevtchn_open",
+        close: unsafe extern "C" fn(Handle) -> c_int = c"xenevtchn_close",
+        fd: unsafe extern "C" fn(Handle) -> c_int = c"xenevtchn_fd",
+        bind_interdomain: unsafe extern "C" fn(Handle, u32, u32) -> c_int =
+            c"xenevtchn_bind_interdomain",
+        notify: unsafe extern "C" fn(Handle, u32) -> c_int = c"xenevtchn_notify",
+        pending: unsafe extern "C" fn(Handle) -> c_int = c"xenevtchn_pending",
+        unmask: unsafe extern "C" fn(Handle, u32) -> c_int = c"xenevtchn_unmask",
+        unbind: unsafe extern "C" fn(Handle, u32) -> c_int = c"xenevtchn_unbind",
+        restrict: unsafe extern "C" fn(Handle, u16) -> c_int = c"xenevtchn_restrict",
+    }
 }
 
 /// All three libraries.
@@ -174,75 +233,91 @@ fn load() -> Result<XenLibs, LoadError> {
     let dm = open_lib(DEVICEMODEL_SONAME, c"libxendevicemodel.so.1")?;
     let fm = open_lib(FOREIGNMEMORY_SONAME, c"libxenforeignmemory.so.1")?;
     let ev = open_lib(EVTCHN_SONAME, c"libxenevtchn.so.1")?;
-    // SAFETY: (all `sym` calls below) each field's type is the hand-written prototype of
-    // the named function from the Xen 4.17 headers (xen-abi.md §2.3, §3.1, §3.2).
+    // SAFETY: every field type in the three tables is the hand-written prototype of its
+    // symbol from the Xen 4.17 headers (xen-abi.md §2.3, §3.1, §3.2).
     unsafe {
         Ok(XenLibs {
-            dm: DeviceModelFns {
-                open: sym(&dm, c"xendevicemodel_open")?,
-                close: sym(&dm, c"xendevicemodel_close")?,
-                create_ioreq_server: sym(&dm, c"xendevicemodel_create_ioreq_server")?,
-                get_ioreq_server_info: sym(&dm, c"xendevicemodel_get_ioreq_server_info")?,
-                map_io_range_to_ioreq_server: sym(
-                    &dm,
-                    c"xendevicemodel_map_io_range_to_ioreq_server",
-                )?,
-                unmap_io_range_from_ioreq_server: sym(
-                    &dm,
-                    c"xendevicemodel_unmap_io_range_from_ioreq_server",
-                )?,
-                map_pcidev_to_ioreq_server: sym(&dm, c"xendevicemodel_map_pcidev_to_ioreq_server")?,
-                unmap_pcidev_from_ioreq_server: sym(
-                    &dm,
-                    c"xendevicemodel_unmap_pcidev_from_ioreq_server",
-                )?,
-                set_ioreq_server_state: sym(&dm, c"xendevicemodel_set_ioreq_server_state")?,
-                destroy_ioreq_server: sym(&dm, c"xendevicemodel_destroy_ioreq_server")?,
-                inject_msi: sym(&dm, c"xendevicemodel_inject_msi")?,
-                set_mem_type: sym(&dm, c"xendevicemodel_set_mem_type")?,
-                map_mem_type_to_ioreq_server: sym(
-                    &dm,
-                    c"xendevicemodel_map_mem_type_to_ioreq_server",
-                )?,
-                modified_memory: sym(&dm, c"xendevicemodel_modified_memory")?,
-                nr_vcpus: sym(&dm, c"xendevicemodel_nr_vcpus")?,
-                restrict: sym(&dm, c"xendevicemodel_restrict")?,
-            },
-            fm: ForeignMemoryFns {
-                open: sym(&fm, c"xenforeignmemory_open")?,
-                close: sym(&fm, c"xenforeignmemory_close")?,
-                map: sym(&fm, c"xenforeignmemory_map")?,
-                map2: sym(&fm, c"xenforeignmemory_map2")?,
-                unmap: sym(&fm, c"xenforeignmemory_unmap")?,
-                map_resource: sym(&fm, c"xenforeignmemory_map_resource")?,
-                unmap_resource: sym(&fm, c"xenforeignmemory_unmap_resource")?,
-                restrict: sym(&fm, c"xenforeignmemory_restrict")?,
-            },
-            ev: EvtchnFns {
-                open: sym(&ev, c"xenevtchn_open")?,
-                close: sym(&ev, c"xenevtchn_close")?,
-                fd: sym(&ev, c"xenevtchn_fd")?,
-                bind_interdomain: sym(&ev, c"xenevtchn_bind_interdomain")?,
-                notify: sym(&ev, c"xenevtchn_notify")?,
-                pending: sym(&ev, c"xenevtchn_pending")?,
-                unmask: sym(&ev, c"xenevtchn_unmask")?,
-                unbind: sym(&ev, c"xenevtchn_unbind")?,
-                restrict: sym(&ev, c"xenevtchn_restrict")?,
-            },
+            dm: DeviceModelFns::load(&dm)?,
+            fm: ForeignMemoryFns::load(&fm)?,
+            ev: EvtchnFns::load(&ev)?,
         })
     }
+}
+
+/// The cached result of a loader: runs `load` on first use, keeps the outcome (failures
+/// included) for the life of the process.
+pub(super) fn cached<T>(
+    cell: &'static OnceLock<Result<T, LoadError>>,
+    load: fn() -> Result<T, LoadError>,
+) -> Result<&'static T, FfiError> {
+    cell.get_or_init(load)
+        .as_ref()
+        .map_err(|e| e.clone().into())
 }
 
 static LIBS: OnceLock<Result<XenLibs, LoadError>> = OnceLock::new();
 
 /// The loaded libraries (loaded on first use, then cached, failures included).
 pub(crate) fn libs() -> Result<&'static XenLibs, FfiError> {
-    LIBS.get_or_init(load)
-        .as_ref()
-        .map_err(|e| e.clone().into())
+    cached(&LIBS, load)
 }
 
 /// Whether all three libraries can be loaded (for diagnostics and tests).
 pub fn probe() -> Result<(), FfiError> {
     libs().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn_table! {
+        /// A libc function.
+        struct Good {
+            getpid: unsafe extern "C" fn() -> c_int = c"getpid",
+        }
+    }
+
+    fn_table! {
+        /// Two libc functions, one of them misspelt (never loads, so never read).
+        #[allow(dead_code)]
+        struct Probe {
+            getpid: unsafe extern "C" fn() -> c_int = c"getpid",
+            nope: unsafe extern "C" fn() -> c_int = c"getpid_no_such_symbol",
+        }
+    }
+
+    #[test]
+    fn a_table_loads_and_a_missing_symbol_names_library_and_symbol() {
+        let libc = open_lib("libc.so.6", c"libc.so.6").unwrap();
+        // SAFETY: test only: `getpid` is `pid_t getpid(void)` with pid_t = int.
+        let good = unsafe { Good::load(&libc) }.unwrap();
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { (good.getpid)() };
+        assert_eq!(u32::try_from(pid).ok(), Some(std::process::id()));
+        // SAFETY: test only: `getpid` is `pid_t getpid(void)` (pid_t = int); the load
+        // fails before the misspelt entry could be used.
+        let err = unsafe { Probe::load(&libc) }.unwrap_err();
+        match err {
+            LoadError::Symbol { soname, symbol } => {
+                assert_eq!(soname, "libc.so.6");
+                assert_eq!(symbol, "getpid_no_such_symbol");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            open_lib("libxengt-nonexistent.so.9", c"libxengt-nonexistent.so.9"),
+            Err(LoadError::Library { .. })
+        ));
+    }
+
+    #[test]
+    fn every_declared_xen_symbol_exists_where_the_libraries_are_installed() {
+        // Without the libraries (no Xen packages) only LibraryMissing is acceptable; with
+        // them, a SymbolMissing means a misspelt symbol name in a table.
+        match probe() {
+            Ok(()) | Err(FfiError::LibraryMissing { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

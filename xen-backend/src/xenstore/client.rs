@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::dirpart::{child_name, list_in_parts};
 use super::path::{validate_path, validate_token};
 use super::wire::{join_fields, parse_error_payload, split_fields, Message, MsgType, WireError};
 use super::{WatchEvent, XsErrno, XsError, XsPerm};
@@ -81,17 +82,19 @@ pub trait XsOps {
             .map(drop)
     }
 
-    /// Lists the children's names.
+    /// Lists the children's names. Sends `XS_DIRECTORY`; if the list does not fit one
+    /// reply (`E2BIG`), lists it with bounded `XS_DIRECTORY_PART` requests instead (see
+    /// the `dirpart` module: at most [`super::MAX_DIRECTORY_BYTES`] of names).
     fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
         validate_path(path)?;
-        let reply = self.request(MsgType::Directory, join_fields(&[path]), path)?;
-        split_fields(&reply)
-            .into_iter()
-            .map(|f| {
-                String::from_utf8(f.to_vec())
-                    .map_err(|_| XsError::Protocol(format!("non-UTF-8 child name under {path}")))
-            })
-            .collect()
+        match self.request(MsgType::Directory, join_fields(&[path]), path) {
+            Ok(reply) => split_fields(&reply)
+                .into_iter()
+                .map(|f| child_name(f, path))
+                .collect(),
+            Err(e) if e.errno() == Some(XsErrno::E2BIG) => list_in_parts(self, path, e),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads the permission list (first entry = owner and default).
@@ -503,6 +506,7 @@ fn op_name(ty: MsgType) -> &'static str {
         MsgType::Mkdir => "mkdir",
         MsgType::Rm => "rm",
         MsgType::Directory => "directory",
+        MsgType::DirectoryPart => "directory_part",
         MsgType::GetPerms => "get_perms",
         MsgType::SetPerms => "set_perms",
         MsgType::Watch => "watch",

@@ -1,7 +1,8 @@
 //! XenStore: a client speaking the wire protocol over xenstored's Unix socket or
 //! `/dev/xen/xenbus`, the types it exchanges, and an in-process test server.
 //!
-//! * [`XsClient`] — read/write/mkdir/rm/directory, permissions, transactions
+//! * [`XsClient`] — read/write/mkdir/rm/directory (directories larger than one 4096-byte
+//!   reply through bounded `DIRECTORY_PART`, module `dirpart`), permissions, transactions
 //!   ([`XsClient::transaction`] retries on `EAGAIN` a bounded number of times) and watches.
 //! * Watch events are separated from replies by a **reader thread** that owns the read half
 //!   of the connection: replies go to the one in-flight request (requests are serialised by
@@ -14,12 +15,14 @@
 //! Spec: xen-abi.md §3.3–§3.4 (protocol), §5 (backend layout, [`XenbusState`]).
 
 mod client;
+mod dirpart;
 mod path;
 pub mod test_server;
 mod types;
 pub mod wire;
 
 pub use client::{Transaction, XsClient, XsOps, DEFAULT_SOCKET, MAX_TX_RETRIES};
+pub use dirpart::{MAX_DIRECTORY_BYTES, MAX_DIRECTORY_PARTS, MAX_DIRECTORY_RESTARTS};
 pub use path::{validate_path, validate_token};
 pub use types::{Access, WatchEvent, XenbusState, XsErrno, XsPerm};
 
@@ -54,6 +57,15 @@ pub enum XsError {
     /// The server sent something that does not follow the protocol.
     #[error("xenstore protocol violation: {0}")]
     Protocol(String),
+    /// A `DIRECTORY_PART` listing hit one of the client's bounds (size, requests,
+    /// restarts), so the store is broken, hostile or changing the directory constantly.
+    #[error("listing {path} stopped: {reason}")]
+    ListingBound {
+        /// The directory being listed.
+        path: String,
+        /// Which bound was hit.
+        reason: &'static str,
+    },
     /// The connection is gone (server exited or the reader thread stopped).
     #[error("xenstore connection closed")]
     Closed,
@@ -85,3 +97,5 @@ impl XsError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dirpart;

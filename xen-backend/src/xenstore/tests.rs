@@ -292,3 +292,67 @@ fn server_survives_garbage_and_oversize_clients() {
     c.write("/still", b"ok").unwrap();
     assert_eq!(c.read("/still").unwrap(), b"ok");
 }
+
+/// Children `n000000`…: each name plus its NUL is 8 bytes.
+fn fill(c: &XsClient, dir: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("n{i:06}")).collect();
+    for n in &names {
+        c.write(&format!("{dir}/{n}"), b"").unwrap();
+    }
+    names
+}
+
+#[test]
+fn directory_of_2000_children_lists_completely_through_parts() {
+    let (srv, c) = pair();
+    let want = fill(&c, "/big", 2000);
+    // The plain request is refused like cxenstored refuses it.
+    let err = c
+        .request(
+            wire::MsgType::Directory,
+            wire::join_fields(&["/big"]),
+            "/big",
+        )
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(XsErrno::E2BIG));
+    let mut got = c.directory("/big").unwrap();
+    got.sort();
+    assert_eq!(got, want);
+    let st = srv.stats();
+    // 16 000 bytes of names in parts of at most 4096 bytes.
+    assert!(st.directory_parts >= 4, "{st:?}");
+    assert_eq!(st.directory_part_starts, 1);
+    // The same through a transaction.
+    let in_tx = c.transaction(|tx| tx.directory("/big")).unwrap();
+    assert_eq!(in_tx.len(), 2000);
+}
+
+#[test]
+fn directory_part_only_when_the_list_exceeds_4096_bytes() {
+    let (srv, c) = pair();
+    // 512 names of 8 bytes: exactly 4096 bytes, one XS_DIRECTORY reply.
+    let mut want = fill(&c, "/edge", 512);
+    assert_eq!(c.directory("/edge").unwrap(), want);
+    assert_eq!(srv.stats().directory_parts, 0);
+    c.write("/edge/x", b"").unwrap();
+    want.push("x".into());
+    assert_eq!(c.directory("/edge").unwrap(), want);
+    assert!(srv.stats().directory_parts >= 2);
+}
+
+#[test]
+fn directory_listing_restarts_when_the_generation_changes() {
+    let (srv, c) = pair();
+    let mut want = fill(&c, "/busy", 2000);
+    srv.write_after_next_directory_part("/busy/zz-late");
+    let mut got = c.directory("/busy").unwrap();
+    got.sort();
+    want.push("zz-late".into());
+    assert_eq!(got, want);
+    // The child written after the first part forced exactly one restart from offset 0.
+    assert_eq!(srv.stats().directory_part_starts, 2);
+    // A write elsewhere does not disturb a listing.
+    srv.write_after_next_directory_part("/elsewhere/x");
+    assert_eq!(c.directory("/busy").unwrap().len(), 2001);
+    assert_eq!(srv.stats().directory_part_starts, 3);
+}

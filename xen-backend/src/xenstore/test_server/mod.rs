@@ -8,6 +8,9 @@
 //! if no other commit happened meanwhile, else `EAGAIN` (coarser than cxenstored, which
 //! compares per node, so it produces *more* conflicts — fine for tests).
 //! [`TestServer::force_conflicts`] makes the next commits fail with `EAGAIN` on purpose.
+//! `XS_DIRECTORY` answers `E2BIG` over 4096 bytes and `XS_DIRECTORY_PART` pages the child
+//! list with per-node generation counts, as cxenstored does;
+//! [`TestServer::write_after_next_directory_part`] changes a directory mid-listing.
 //! Every connection is dom0: permissions are stored and reported but not enforced.
 
 mod tree;
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::wire::{join_fields, split_fields, Message, MsgType};
+use super::wire::{join_fields, split_fields, Message, MsgType, PAYLOAD_MAX};
 use super::{XsErrno, XsPerm};
 use tree::{Change, Tree};
 
@@ -54,6 +57,9 @@ struct State {
     introduced: BTreeSet<u32>,
     commits: u64,
     conflicts: u64,
+    directory_parts: u64,
+    directory_part_starts: u64,
+    write_after_part: Option<String>,
 }
 
 /// Counters a test can assert on.
@@ -67,6 +73,10 @@ pub struct ServerStats {
     pub connections: usize,
     /// Registered watches.
     pub watches: usize,
+    /// `DIRECTORY_PART` requests answered.
+    pub directory_parts: u64,
+    /// Of those, the ones at offset 0 (a listing started or restarted).
+    pub directory_part_starts: u64,
 }
 
 /// A running test server; stops (and removes its socket) on drop.
@@ -128,7 +138,16 @@ impl TestServer {
             conflicts: st.conflicts,
             connections: st.conns.len(),
             watches: st.watches.len(),
+            directory_parts: st.directory_parts,
+            directory_part_starts: st.directory_part_starts,
         }
+    }
+
+    /// Right after answering the next `DIRECTORY_PART` (outside a transaction), writes an
+    /// empty value at `path`, as a concurrent writer would: if `path` is a new child of
+    /// the directory being listed, the generation changes mid-listing.
+    pub fn write_after_next_directory_part(&self, path: &str) {
+        lock(&self.state).write_after_part = Some(path.to_string());
     }
 
     /// Simulates the toolstack introducing a domain (creates `/local/domain/<domid>`,
@@ -281,9 +300,29 @@ fn handle(st: &mut State, conn: u64, msg: &Message) -> Reply {
             }
         }
     };
+    let result = match result {
+        Ok((payload, mut changes)) if ty == MsgType::DirectoryPart => {
+            count_part(st, &msg.payload);
+            if msg.tx_id == 0 {
+                if let Some(path) = st.write_after_part.take() {
+                    changes.extend(st.tree.write(&path, b""));
+                    st.generation += 1;
+                }
+            }
+            Ok((payload, changes))
+        }
+        other => other,
+    };
     match result {
         Ok((payload, changes)) => (ty.code(), payload, changes),
         Err(e) => error(e),
+    }
+}
+
+fn count_part(st: &mut State, payload: &[u8]) {
+    st.directory_parts += 1;
+    if split_fields(payload).get(1).copied() == Some(b"0") {
+        st.directory_part_starts += 1;
     }
 }
 
@@ -317,7 +356,22 @@ fn tree_op(
         }
         MsgType::Mkdir => ok(tree.mkdir(&path)),
         MsgType::Rm => ok(tree.rm(&path)?),
-        MsgType::Directory => Ok((join_fields(&tree.directory(&path)?), Vec::new())),
+        MsgType::Directory => {
+            // cxenstored's send_reply: a reply over the payload limit becomes E2BIG.
+            let list = tree.child_list(&path)?;
+            if list.len() > PAYLOAD_MAX {
+                return Err(XsErrno::E2BIG);
+            }
+            Ok((list, Vec::new()))
+        }
+        MsgType::DirectoryPart => {
+            let offset = fields
+                .get(1)
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or(XsErrno::EINVAL)?;
+            Ok((tree.directory_part(&path, offset)?, Vec::new()))
+        }
         MsgType::GetPerms => {
             let perms: Vec<String> = tree
                 .get(&path)?

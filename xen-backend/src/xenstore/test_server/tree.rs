@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::xenstore::wire::{join_fields, PAYLOAD_MAX};
 use crate::xenstore::{Access, XsErrno, XsPerm};
 
 /// One node.
@@ -11,6 +12,9 @@ pub struct Node {
     pub value: Vec<u8>,
     /// Permissions; entry 0 = owner/default.
     pub perms: Vec<XsPerm>,
+    /// Generation count: changes whenever the node or its child list changes (what
+    /// `DIRECTORY_PART` reports, like cxenstored's `node->gen`).
+    pub gen: u64,
 }
 
 /// A change that watches must hear about.
@@ -26,6 +30,7 @@ pub struct Change {
 #[derive(Clone, Debug)]
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
+    next_gen: u64,
 }
 
 impl Default for Tree {
@@ -36,9 +41,10 @@ impl Default for Tree {
             Node {
                 value: Vec::new(),
                 perms: vec![XsPerm::new(0, Access::None)],
+                gen: 0,
             },
         );
-        Tree { nodes }
+        Tree { nodes, next_gen: 1 }
     }
 }
 
@@ -68,6 +74,20 @@ impl Tree {
         self.nodes.get(path).ok_or(XsErrno::ENOENT)
     }
 
+    fn new_gen(&mut self) -> u64 {
+        let g = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        g
+    }
+
+    /// Gives `path` (if it exists) a new generation count.
+    fn touch(&mut self, path: &str) {
+        let g = self.new_gen();
+        if let Some(n) = self.nodes.get_mut(path) {
+            n.gen = g;
+        }
+    }
+
     fn create_parents(&mut self, path: &str, changes: &mut Vec<Change>) {
         let mut missing = Vec::new();
         let mut cur = path;
@@ -83,10 +103,16 @@ impl Tree {
             .get(cur)
             .map(|n| n.perms.clone())
             .unwrap_or_default();
+        if !missing.is_empty() {
+            // `cur` gains a child.
+            let cur = cur.to_string();
+            self.touch(&cur);
+        }
         for p in missing.into_iter().rev() {
             let node = Node {
                 value: Vec::new(),
                 perms: perms.clone(),
+                gen: self.new_gen(),
             };
             perms.clone_from(&node.perms);
             self.nodes.insert(p.clone(), node);
@@ -104,6 +130,7 @@ impl Tree {
         if let Some(n) = self.nodes.get_mut(path) {
             n.value = value.to_vec();
         }
+        self.touch(path);
         if !changes.iter().any(|c| c.path == path) {
             changes.push(Change {
                 path: path.to_string(),
@@ -143,6 +170,10 @@ impl Tree {
             self.nodes.remove(k);
         }
         self.nodes.remove(path);
+        if let Some(p) = parent(path) {
+            let p = p.to_string();
+            self.touch(&p);
+        }
         Ok(vec![Change {
             path: path.to_string(),
             removed: true,
@@ -163,6 +194,34 @@ impl Tree {
             .collect())
     }
 
+    /// The child list as xenstored stores it: each name followed by a NUL.
+    pub fn child_list(&self, path: &str) -> Result<Vec<u8>, XsErrno> {
+        Ok(join_fields(&self.directory(path)?))
+    }
+
+    /// A `DIRECTORY_PART` reply like cxenstored's: the generation count, then whole names
+    /// from byte `offset` of the child list while the payload stays within 4096 bytes,
+    /// plus an empty name if the list ends in this part.
+    pub fn directory_part(&self, path: &str, offset: usize) -> Result<Vec<u8>, XsErrno> {
+        let gen = self.get(path)?.gen;
+        let list = self.child_list(path)?;
+        let mut out = join_fields(&[gen.to_string()]);
+        let rest = list.get(offset..).unwrap_or_default();
+        let mut taken = 0usize;
+        for name in rest.split_inclusive(|b| *b == 0) {
+            // Room for this name and the final empty one.
+            if out.len() + name.len() + 1 > PAYLOAD_MAX {
+                break;
+            }
+            out.extend_from_slice(name);
+            taken += name.len();
+        }
+        if taken == rest.len() {
+            out.push(0);
+        }
+        Ok(out)
+    }
+
     /// Replaces a node's permissions.
     pub fn set_perms(&mut self, path: &str, perms: Vec<XsPerm>) -> Result<Vec<Change>, XsErrno> {
         let node = self.nodes.get_mut(path).ok_or(XsErrno::ENOENT)?;
@@ -170,6 +229,7 @@ impl Tree {
             return Err(XsErrno::EINVAL);
         }
         node.perms = perms;
+        self.touch(path);
         Ok(vec![Change {
             path: path.to_string(),
             removed: false,
@@ -210,6 +270,21 @@ mod tests {
             t.get("/p/q/r").unwrap().perms,
             vec![XsPerm::new(3, Access::Read)]
         );
+    }
+
+    #[test]
+    fn generation_changes_with_the_child_list() {
+        let mut t = Tree::default();
+        t.mkdir("/d");
+        let g0 = t.get("/d").unwrap().gen;
+        t.write("/d/a", b"");
+        let g1 = t.get("/d").unwrap().gen;
+        assert_ne!(g0, g1);
+        // Writing a child's value leaves the parent's list (and generation) alone.
+        t.write("/d/a", b"v");
+        assert_eq!(t.get("/d").unwrap().gen, g1);
+        t.rm("/d/a").unwrap();
+        assert_ne!(t.get("/d").unwrap().gen, g1);
     }
 
     #[test]
