@@ -31,6 +31,7 @@ pub mod pvinfo;
 pub mod regs;
 pub mod sched;
 pub mod sw;
+pub mod tiling;
 pub mod vgpu;
 pub mod vtypes;
 pub mod workload;

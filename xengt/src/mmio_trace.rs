@@ -345,7 +345,10 @@ mod tests {
         sink.close_domain(7);
         let read = |d: u16| std::fs::read_to_string(dir.join(format!("mmio-{d}.trace"))).unwrap();
         let (a, b) = (read(3), read(7));
-        assert!(a.contains("W 0x10 4 0x0") && a.contains("W 0x30 4 0x0"), "{a}");
+        assert!(
+            a.contains("W 0x10 4 0x0") && a.contains("W 0x30 4 0x0"),
+            "{a}"
+        );
         assert!(!a.contains("W 0x20"), "{a}");
         assert!(b.contains("W 0x20 4 0x0") && !b.contains("W 0x10"), "{b}");
         // A new vGPU of domain 3 starts a fresh file.
@@ -360,8 +363,12 @@ mod tests {
         let path = std::env::temp_dir().join(format!("xengt-trace-shared-{}", std::process::id()));
         let mut sink = TraceSink::open(&path, 10).unwrap();
         assert!(matches!(sink, TraceSink::Shared(_)));
-        sink.for_domain(1).unwrap().record(Space::Mmio, 0x4, &[0; 4], false, Some(0));
-        sink.for_domain(2).unwrap().record(Space::Mmio, 0x8, &[0; 4], false, Some(0));
+        sink.for_domain(1)
+            .unwrap()
+            .record(Space::Mmio, 0x4, &[0; 4], false, Some(0));
+        sink.for_domain(2)
+            .unwrap()
+            .record(Space::Mmio, 0x8, &[0; 4], false, Some(0));
         sink.close_domain(1);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("R 0x4 4 0x0") && text.contains("R 0x8 4 0x0"));
