@@ -14,6 +14,7 @@ pub mod counters;
 pub mod display;
 pub mod effects;
 pub mod execlist;
+pub mod fence;
 pub mod ggtt;
 pub mod ggtt_ram;
 pub mod guest;
