@@ -91,7 +91,9 @@ fn draw(port: &dyn GuestPort, y_tiled: bool, pitch: u64, rows: u64, seed: u64) -
     let want = (0..8).fold(0, |acc, k| acc | byte(l + k) << (8 * k));
     assert_eq!(port.mmio_read(bar2 + gma + l, 8), want);
     let mut ram = vec![0u8; size as usize];
-    port.ram().read(gpa, &mut ram).unwrap();
+    port.ram()
+        .read(gpa, &mut ram)
+        .expect("surface RAM readable");
     (gma, ram)
 }
 
