@@ -70,4 +70,14 @@ pub struct VgpuCounters {
     /// RAM-backed GGTT: pages that could not be read.
     #[serde(default)]
     pub ggtt_ram_read_errors: u64,
+    /// Fence writes leaving an enabled fence invalid (ignored, acts as disabled).
+    #[serde(default)]
+    pub fence_invalid: u64,
+    /// Aperture accesses detiled through a fence (also counted in `aperture_accesses`).
+    #[serde(default)]
+    pub aperture_detiled: u64,
+    /// Aperture accesses failed because a fenced byte would be stored beyond its fence's
+    /// range (a partial last tile row); also counted in `aperture_unmapped`.
+    #[serde(default)]
+    pub aperture_fence_outside: u64,
 }

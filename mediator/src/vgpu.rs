@@ -17,6 +17,7 @@
 mod clock_regs;
 mod display_path;
 mod events;
+mod fence_path;
 mod mmio_path;
 mod ram_path;
 
@@ -423,5 +424,7 @@ impl IoHandler for Vgpu {
     }
 }
 
+#[cfg(test)]
+mod fence_tests;
 #[cfg(test)]
 mod tests;

@@ -61,57 +61,7 @@ pub enum FbError {
     NothingMapped { base: u64 },
 }
 
-/// Surface tiling (PLANE_CTL bits 12:10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Tiling {
-    /// Row-major.
-    Linear,
-    /// X tiles: 512 B × 8 rows.
-    X,
-    /// Legacy Y tiles: 128 B × 32 rows in 16-byte columns.
-    Y,
-}
-
-impl Tiling {
-    /// PLANE_STRIDE unit in bytes.
-    pub fn stride_unit(self) -> u64 {
-        match self {
-            Tiling::Linear => 64,
-            Tiling::X => 512,
-            Tiling::Y => 128,
-        }
-    }
-    /// Rows per tile (1 for linear).
-    pub fn tile_rows(self) -> u64 {
-        match self {
-            Tiling::Linear => 1,
-            Tiling::X => 8,
-            Tiling::Y => 32,
-        }
-    }
-    /// DRM format modifier (`I915_FORMAT_MOD_{X,Y}_TILED`, or linear 0).
-    pub fn drm_modifier(self) -> u64 {
-        match self {
-            Tiling::Linear => 0,
-            Tiling::X => (1 << 56) | 1,
-            Tiling::Y => (1 << 56) | 2,
-        }
-    }
-    /// Byte offset within the surface of byte `xb` of row `y` (§7.3 step 8). `stride` is a
-    /// multiple of the tile width for tiled surfaces.
-    pub fn offset(self, stride: u64, xb: u64, y: u64) -> u64 {
-        match self {
-            Tiling::Linear => y * stride + xb,
-            Tiling::X => ((y / 8) * (stride / 512) + xb / 512) * 4096 + (y % 8) * 512 + xb % 512,
-            Tiling::Y => {
-                ((y / 32) * (stride / 128) + xb / 128) * 4096
-                    + ((xb % 128) / 16) * 512
-                    + (y % 32) * 16
-                    + xb % 16
-            }
-        }
-    }
-}
+pub use crate::tiling::Tiling;
 
 /// Pixel formats the decoder reads (§7.2 GVT decode table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

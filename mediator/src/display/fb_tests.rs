@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::fb::*;
 use crate::memory::{GuestMemory, VecMemory, PAGE_SIZE};
+use crate::tiling::lay_out;
 
 /// A GGTT as a table of page translations.
 #[derive(Default)]
@@ -57,41 +58,6 @@ fn encode(format: PixelFormat, [r, g, b, a]: [u8; 4]) -> Vec<u8> {
             v.to_le_bytes().to_vec()
         }
     }
-}
-
-/// Lays the surface (`stride` bytes × `rows`) out in GM order, walking the *storage*
-/// layout of each tiling: X tiles are 8 rows of 512 contiguous bytes; Y tiles are 8
-/// columns of 16 bytes × 32 rows, column after column.
-fn lay_out(tiling: Tiling, stride: u64, rows: u64, byte: impl Fn(u64, u64) -> u8) -> Vec<u8> {
-    let mut gm = Vec::new();
-    match tiling {
-        Tiling::Linear => {
-            for y in 0..rows {
-                gm.extend((0..stride).map(|x| byte(x, y)));
-            }
-        }
-        Tiling::X => {
-            for ty in 0..rows / 8 {
-                for tx in 0..stride / 512 {
-                    for r in 0..8 {
-                        gm.extend((0..512).map(|c| byte(tx * 512 + c, ty * 8 + r)));
-                    }
-                }
-            }
-        }
-        Tiling::Y => {
-            for ty in 0..rows / 32 {
-                for tx in 0..stride / 128 {
-                    for col in 0..8 {
-                        for r in 0..32 {
-                            gm.extend((0..16).map(|b| byte(tx * 128 + col * 16 + b, ty * 32 + r)));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    gm
 }
 
 /// Writes `gm` into guest RAM page by page, in reverse frame order (not contiguous), and

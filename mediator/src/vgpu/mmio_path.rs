@@ -5,7 +5,6 @@ use crate::bus::{fill_unclaimed, le_value, set_le_value};
 use crate::effects::Effects;
 use crate::ggtt_ram::SyncScope;
 use crate::irq;
-use crate::memory::PAGE_SIZE;
 use crate::mmio::gt::{FENCE_BASE, GDRST_FULL, GDRST_GUC, GUC_STATUS};
 use crate::mmio::EngineId;
 use crate::pvinfo::{self, PvinfoWrite};
@@ -71,42 +70,6 @@ impl Vgpu {
         }
     }
 
-    /// BAR2 + `offset` → GM `offset` → guest RAM through the GGTT (§4.5). Only the vGPU's
-    /// mappable window is backed.
-    fn aperture(&mut self, offset: u64, read: Option<&mut [u8]>, write: Option<&[u8]>) {
-        let len = read
-            .as_ref()
-            .map_or_else(|| write.map_or(0, |w| w.len()), |r| r.len());
-        let low = self.config.allocation.low;
-        let mut ok = low.contains_range(offset, len as u64);
-        let mut buf = [0u8; 8];
-        if let Some(w) = write {
-            buf[..len].copy_from_slice(w);
-        }
-        let mut done = 0usize;
-        while ok && done < len {
-            let gm = offset + done as u64;
-            let chunk = ((PAGE_SIZE - gm % PAGE_SIZE) as usize).min(len - done);
-            ok = match self.state.ggtt.translate(gm) {
-                Some(gpa) if read.is_some() => {
-                    self.mem.read(gpa, &mut buf[done..done + chunk]).is_ok()
-                }
-                Some(gpa) => self.mem.write(gpa, &buf[done..done + chunk]).is_ok(),
-                None => false,
-            };
-            done += chunk;
-        }
-        if ok {
-            self.state.counters.aperture_accesses += 1;
-        } else {
-            self.state.counters.aperture_unmapped += 1;
-            buf.fill(0xff);
-        }
-        if let Some(r) = read {
-            r.copy_from_slice(&buf[..len]);
-        }
-    }
-
     fn reg_read(&mut self, offset: u64, data: &mut [u8]) {
         let Some(pieces) = dword_pieces(offset, data.len()) else {
             self.state.counters.unsupported_accesses += 1;
@@ -165,9 +128,18 @@ impl Vgpu {
             return;
         };
         let value = le_value(data);
+        let mut fences: Vec<u32> = pieces
+            .iter()
+            .filter_map(|p| super::fence_path::fence_index(p.0))
+            .collect();
+        fences.dedup();
         for (i, (dw, shift, len)) in pieces.into_iter().enumerate() {
             let v = u32::try_from((value >> (32 * i)) & 0xffff_ffff).unwrap_or(0);
             self.reg_write_dword(dw, v << shift, byte_enable(shift, len), fx);
+        }
+        // Validated after the whole access, so a 64-bit write is judged as one value.
+        for i in fences {
+            self.fence_written(i);
         }
     }
 

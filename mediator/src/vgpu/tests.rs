@@ -11,15 +11,15 @@ use crate::memory::VecMemory;
 use crate::partition::{Partitioner, MIB};
 use crate::pvinfo::G2vEvent;
 
-const BAR0: u64 = 0xf000_0000;
-const BAR2: u64 = 0xc000_0000;
+pub(super) const BAR0: u64 = 0xf000_0000;
+pub(super) const BAR2: u64 = 0xc000_0000;
 const CFG: u64 = (DEFAULT_SBDF as u64) << 32;
 
 fn host() -> HostDescription {
     HostDescription::default()
 }
 
-fn make() -> (Vgpu, Allocation) {
+pub(super) fn make() -> (Vgpu, Allocation) {
     let mut p = Partitioner::new(host()).unwrap();
     let _ = p.allocate(64 * MIB, 64 * MIB, 2).unwrap(); // someone else first
     let a = p.allocate(128 * MIB, 512 * MIB, 4).unwrap();
@@ -46,7 +46,7 @@ fn cfg_r(v: &mut Vgpu, reg: u64, len: usize) -> u64 {
 }
 
 /// Programs the BARs and enables memory decode, as hvmloader does.
-fn enabled() -> (Vgpu, Allocation) {
+pub(super) fn enabled() -> (Vgpu, Allocation) {
     let (mut v, a) = make();
     cfg_w(&mut v, 0x10, BAR0 as u32 | 4, 4);
     cfg_w(&mut v, 0x18, BAR2 as u32 | 0xc, 4);
@@ -55,13 +55,13 @@ fn enabled() -> (Vgpu, Allocation) {
     (v, a)
 }
 
-fn rd(v: &mut Vgpu, addr: u64, len: usize) -> u64 {
+pub(super) fn rd(v: &mut Vgpu, addr: u64, len: usize) -> u64 {
     let mut d = vec![0u8; len];
     v.read(Space::Mmio, addr, &mut d, &mut Effects::new());
     le_value(&d)
 }
 
-fn wr(v: &mut Vgpu, addr: u64, val: u64, len: usize) -> Effects {
+pub(super) fn wr(v: &mut Vgpu, addr: u64, val: u64, len: usize) -> Effects {
     let mut fx = Effects::new();
     v.write(Space::Mmio, addr, &val.to_le_bytes()[..len], &mut fx);
     fx
