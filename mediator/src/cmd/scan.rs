@@ -438,7 +438,7 @@ impl ScanState<'_> {
         // Batches this one calls, in order, each once (a batch calling the same
         // second-level batch per draw scans it once).
         let mut calls = Vec::new();
-        let mut called = BTreeSet::new();
+        let mut called = CallSet::default();
         let scanner: &Scanner = self.scanner;
         let ctx = BufCtx {
             level: key.level,
@@ -520,6 +520,32 @@ impl ScanState<'_> {
     }
 }
 
+/// The distinct batches a batch calls. Batches typically call the same few second-level
+/// batches once per draw: a small direct-mapped cache of keys already in the set answers
+/// those repeats without a tree lookup. Keys are guest-chosen, so the set itself is
+/// ordered (no hashing, no hash flooding); the cache only ever holds keys of the set.
+#[derive(Default)]
+struct CallSet {
+    set: BTreeSet<BatchKey>,
+    recent: [Option<BatchKey>; 16],
+}
+
+impl CallSet {
+    /// Adds `k`; `true` if it was not in the set.
+    fn insert(&mut self, k: BatchKey) -> bool {
+        // Lossless: masked to 0..16.
+        let slot = ((k.gma >> 12) & 15) as usize;
+        let hit = self.recent.get(slot).is_some_and(|r| *r == Some(k));
+        if hit {
+            return false;
+        }
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(k);
+        }
+        self.set.insert(k)
+    }
+}
+
 /// A batch being copied chunk by chunk.
 struct BatchSource {
     base: u64,
@@ -560,5 +586,33 @@ impl BatchSource {
             self.ended = true;
         }
         self.dwords.truncate(have.saturating_add(got));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_set_reports_each_key_once_across_cache_collisions() {
+        let key = |gma, ppgtt, level| BatchKey { gma, ppgtt, level };
+        let mut s = CallSet::default();
+        // Same cache slot (page bits 15:12 equal), different keys, interleaved repeats.
+        let keys = [
+            key(0x1000, false, 2),
+            key(0x11000, false, 2),
+            key(0x1000, true, 2),
+            key(0x1000, false, 1),
+            key(0x1004, false, 2),
+        ];
+        for k in keys {
+            assert!(s.insert(k), "{k:?} is new");
+        }
+        for _ in 0..3 {
+            for k in keys.iter().rev() {
+                assert!(!s.insert(*k), "{k:?} was seen");
+            }
+        }
+        assert_eq!(s.set.len(), keys.len());
     }
 }
