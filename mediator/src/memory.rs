@@ -43,14 +43,16 @@ pub trait GuestMemory: Send + Sync {
     }
     /// Copies `buf.len()` little-endian dwords starting at `gpa` out of guest RAM: the
     /// bulk read of command buffers, converted while copied (one pass over the bytes).
-    /// Like [`GuestMemory::read`], all or nothing. The default reads through a small
-    /// stack buffer; implementations with direct access to the bytes override it.
+    /// Like [`GuestMemory::read`], all or nothing. The default reads a page's worth at a
+    /// time through a stack buffer (one `read` per page: implementations that look up a
+    /// mapping per call pay it per page); implementations with direct access to the
+    /// bytes override it and copy once.
     fn read_dwords(&self, gpa: u64, buf: &mut [u32]) -> Result<(), GuestMemoryError> {
         let err = GuestMemoryError::NotRam {
             gpa,
             len: (buf.len() as u64).saturating_mul(4),
         };
-        let mut bytes = [0u8; 256];
+        let mut bytes = [0u8; PAGE_SIZE as usize];
         let mut at = Some(gpa);
         for chunk in buf.chunks_mut(bytes.len() / 4) {
             let b = bytes.get_mut(..chunk.len() * 4).unwrap_or_default();
@@ -200,14 +202,14 @@ mod tests {
         m.write(0, &bytes).unwrap();
         let p = Plain(VecMemory::new(8192));
         p.write(0, &bytes).unwrap();
-        // Lengths around the provided method's 64-dword chunks, in and out of range.
+        // Lengths around the provided method's 1024-dword chunks, in and out of range.
         for (gpa, n) in [
             (0, 0),
             (4, 1),
-            (8, 64),
-            (12, 65),
-            (4000, 300),
-            (7000, 299),
+            (8, 1024),
+            (12, 1025),
+            (4000, 1048),
+            (4000, 1049),
             (7000, 300),
         ] {
             let (mut a, mut b) = (vec![0u32; n], vec![0u32; n]);
