@@ -2,7 +2,7 @@
 //!
 //! Addresses are translated page by page (the GTTs map pages), but pages that land on
 //! consecutive guest-physical frames are coalesced into runs and each run is copied with a
-//! single [`GuestMemory::read`]: a batch in contiguous guest RAM costs one read, however
+//! single [`GuestMemory::read_dwords`]: a batch in contiguous guest RAM costs one read, however
 //! many pages it spans.
 
 use super::scan::{GmSpace, GmTranslate};
@@ -22,28 +22,39 @@ fn page_rest(addr: u64) -> usize {
 }
 
 impl GmReader<'_> {
-    /// Copies `buf.len()` bytes at `gma`; `false` if any page does not translate or read.
-    pub(crate) fn read(&self, space: GmSpace, gma: u64, buf: &mut [u8]) -> bool {
+    /// Copies `buf.len()` dwords at `gma`; `false` if any page does not translate or read.
+    pub(crate) fn read(&self, space: GmSpace, gma: u64, buf: &mut [u32]) -> bool {
         self.read_prefix(space, gma, buf) == buf.len()
     }
 
-    /// Copies as much of `buf.len()` bytes at `gma` as is readable, stopping at the first
-    /// page that does not translate or read; returns the bytes copied (the rest of `buf` is
-    /// unspecified).
-    pub(crate) fn read_prefix(&self, space: GmSpace, gma: u64, buf: &mut [u8]) -> usize {
+    /// Copies as many of the `buf.len()` dwords at `gma` as are readable, stopping at the
+    /// first page that does not translate or read; returns the dwords copied (the rest of
+    /// `buf` is unspecified). Each run is one [`GuestMemory::read_dwords`]: the guest bytes
+    /// are copied once, straight into `buf`. `gma` must be dword aligned (command buffers
+    /// are); an unaligned `gma` or translation reads nothing.
+    pub(crate) fn read_prefix(&self, space: GmSpace, gma: u64, buf: &mut [u32]) -> usize {
+        if gma % 4 != 0 {
+            return 0;
+        }
         let mut done = 0usize;
         while done < buf.len() {
-            let Some(addr) = gma.checked_add(done as u64) else {
+            let Some(addr) = gma.checked_add((done as u64).saturating_mul(4)) else {
                 return done;
             };
-            let Some(gpa) = self.tr.gma_to_gpa(space, addr) else {
+            let Some(gpa) = self.tr.gma_to_gpa(space, addr).filter(|g| g % 4 == 0) else {
                 return done;
             };
-            let run = self.run_len(space, addr, gpa, buf.len() - done);
-            let Some(dst) = buf.get_mut(done..done + run) else {
+            let max = (buf.len() - done).saturating_mul(4);
+            // A multiple of 4, at least 4: `addr` and `gpa` are aligned, pages hold whole
+            // dwords.
+            let run = self.run_len(space, addr, gpa, max) / 4;
+            let Some(dst) = buf.get_mut(done..done.saturating_add(run)) else {
                 return done;
             };
-            if self.mem.read(gpa, dst).is_err() {
+            if run == 0 {
+                return done;
+            }
+            if self.mem.read_dwords(gpa, dst).is_err() {
                 // Some frame of the run is not RAM: find the readable prefix page by page.
                 return done + self.read_pages(gpa, dst);
             }
@@ -52,8 +63,8 @@ impl GmReader<'_> {
         done
     }
 
-    /// Length of the run at `addr` (translated to `gpa`), at most `max` bytes: the first
-    /// page plus every following page that translates to the next frame.
+    /// Length in bytes of the run at `addr` (translated to `gpa`), at most `max` bytes:
+    /// the first page plus every following page that translates to the next frame.
     fn run_len(&self, space: GmSpace, addr: u64, gpa: u64, max: usize) -> usize {
         let mut run = page_rest(addr).min(max);
         while run < max {
@@ -70,18 +81,19 @@ impl GmReader<'_> {
         run
     }
 
-    /// Reads `buf` from contiguous `gpa` page by page; returns the bytes read before the
-    /// first failing page.
-    fn read_pages(&self, gpa: u64, buf: &mut [u8]) -> usize {
+    /// Reads `buf` from contiguous, dword-aligned `gpa` page by page; returns the dwords
+    /// read before the first failing page.
+    fn read_pages(&self, gpa: u64, buf: &mut [u32]) -> usize {
         let mut done = 0usize;
         while done < buf.len() {
-            let Some(at) = gpa.checked_add(done as u64) else {
+            let Some(at) = gpa.checked_add((done as u64).saturating_mul(4)) else {
                 return done;
             };
-            let n = page_rest(at).min(buf.len() - done);
-            let ok = buf
-                .get_mut(done..done + n)
-                .is_some_and(|c| self.mem.read(at, c).is_ok());
+            let n = (page_rest(at) / 4).min(buf.len() - done);
+            let ok = n > 0
+                && buf
+                    .get_mut(done..done + n)
+                    .is_some_and(|c| self.mem.read_dwords(at, c).is_ok());
             if !ok {
                 return done;
             }
@@ -89,16 +101,6 @@ impl GmReader<'_> {
         }
         done
     }
-}
-
-/// Appends the little-endian dwords in `bytes` to `out` (a trailing partial dword is
-/// ignored).
-pub(crate) fn append_dwords(out: &mut Vec<u32>, bytes: &[u8]) {
-    out.extend(
-        bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-    );
 }
 
 #[cfg(test)]
@@ -116,11 +118,18 @@ mod tests {
         }
     }
 
+    /// Dword `i` of page `p` in [`mem`].
+    fn word(p: u64, i: u64) -> u32 {
+        (p << 16 | i) as u32
+    }
+
+    /// 12 pages; dword `i` of page `p` holds [`word`]`(p, i)`.
     fn mem() -> VecMemory {
         let m = VecMemory::new(12 * PAGE_SIZE);
         for p in 0..12u64 {
-            m.write(p * PAGE_SIZE, &[p as u8; PAGE_SIZE as usize])
-                .unwrap();
+            for i in 0..1024 {
+                m.write_u32(p * PAGE_SIZE + i * 4, word(p, i)).unwrap();
+            }
         }
         m
     }
@@ -129,16 +138,25 @@ mod tests {
     fn runs_follow_translation_and_stop_at_holes() {
         let m = mem();
         let r = GmReader { mem: &m, tr: &tr };
-        let mut buf = vec![0u8; 7 * PAGE_SIZE as usize];
+        let mut buf = vec![0u32; 7 * 1024];
         // Pages 1..=4 are one run, page 5 reads frame 9, page 6 itself, page 7 is a hole.
         let got = r.read_prefix(GmSpace::Ggtt, 0x1800, &mut buf);
-        assert_eq!(got, 0x800 + 5 * 4096);
-        assert_eq!(buf[0], 1);
-        assert_eq!(buf[0x800], 2);
-        assert_eq!(buf[0x800 + 3 * 4096], 9, "page 5 comes from frame 9");
-        assert_eq!(buf[0x800 + 4 * 4096], 6);
+        assert_eq!(got, (0x800 + 5 * 4096) / 4);
+        assert_eq!(buf[0], word(1, 0x200));
+        assert_eq!(buf[0x200], word(2, 0));
+        assert_eq!(
+            buf[0x200 + 3 * 1024 + 5],
+            word(9, 5),
+            "page 5 comes from frame 9"
+        );
+        assert_eq!(buf[0x200 + 4 * 1024], word(6, 0));
         assert!(!r.read(GmSpace::Ggtt, 0x1800, &mut buf));
-        assert!(r.read(GmSpace::Ggtt, 0x1800, &mut buf[..0x800 + 3 * 4096]));
+        assert!(r.read(GmSpace::Ggtt, 0x1800, &mut buf[..0x200 + 3 * 1024]));
+        assert_eq!(
+            r.read_prefix(GmSpace::Ggtt, 0x1802, &mut buf),
+            0,
+            "unaligned"
+        );
     }
 
     #[test]
@@ -146,16 +164,9 @@ mod tests {
         // Pages 10..16 translate contiguously but RAM ends at page 12.
         let m = mem();
         let r = GmReader { mem: &m, tr: &tr };
-        let mut buf = vec![0u8; 4 * PAGE_SIZE as usize];
-        assert_eq!(r.read_prefix(GmSpace::Ggtt, 10 << 12, &mut buf), 2 * 4096);
-        assert_eq!(buf[4096], 11);
+        let mut buf = vec![0u32; 4 * 1024];
+        assert_eq!(r.read_prefix(GmSpace::Ggtt, 10 << 12, &mut buf), 2 * 1024);
+        assert_eq!(buf[1024 + 7], word(11, 7));
         assert_eq!(r.read_prefix(GmSpace::Ggtt, u64::MAX - 3, &mut buf), 0);
-    }
-
-    #[test]
-    fn dwords_are_little_endian_and_partial_dwords_dropped() {
-        let mut v = vec![7];
-        append_dwords(&mut v, &[1, 0, 0, 0, 0x78, 0x56, 0x34, 0x12, 9]);
-        assert_eq!(v, [7, 1, 0x1234_5678]);
     }
 }

@@ -108,7 +108,11 @@ pub(crate) fn needs_audit(op: Op) -> bool {
 }
 
 /// Audits one command. `body` is the command's dwords in the copy (`cmd.len` of them).
-pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: &Cmd, body: &mut [u32]) -> Verdict {
+///
+/// `cmd` is taken by value: the scanner builds it from scalars in registers, and a
+/// by-reference `Cmd` made it spill and reload the struct in its hot loop.
+pub(crate) fn audit(ctx: &BufCtx<'_>, cmd: Cmd, body: &mut [u32]) -> Verdict {
+    let cmd = &cmd;
     let h = cmd.header;
     let ggtt_bit = h & (1 << 22) != 0;
     match cmd.op {
@@ -461,12 +465,12 @@ mod tests {
             body[0] = cmd.header;
             for level in 0..3u8 {
                 assert_eq!(
-                    audit(&ctx(level, false), &cmd, &mut body.clone()),
+                    audit(&ctx(level, false), cmd, &mut body.clone()),
                     Err(RejectReason::ForbiddenCommand),
                     "{cmd:?} at level {level}"
                 );
             }
-            assert!(audit(&ctx(1, true), &cmd, &mut body).is_ok(), "{cmd:?}");
+            assert!(audit(&ctx(1, true), cmd, &mut body).is_ok(), "{cmd:?}");
         }
         assert!(seen > 0, "no address-carrying command was decodable");
     }
@@ -491,22 +495,19 @@ mod tests {
         let body =
             |dst: u32, src: u32| vec![0x5080_0008, 64, 0, 0x0010_0010, dst, 0, 0, 64, src, 0];
         let inside = body(0x10_0000, 0x10_8000);
-        assert_eq!(
-            audit(&ctx(false), &cmd, &mut inside.clone()),
-            Ok(Flow::Next)
-        );
+        assert_eq!(audit(&ctx(false), cmd, &mut inside.clone()), Ok(Flow::Next));
         for bad in [
             body(0x30_0000, 0x10_8000),
             body(0x10_0000, 0x0),
             body(0x1f_ffc0, 0x10_0000),
         ] {
             assert_eq!(
-                audit(&ctx(false), &cmd, &mut bad.clone()),
+                audit(&ctx(false), cmd, &mut bad.clone()),
                 Err(RejectReason::AddressOutOfWindow),
                 "{bad:x?}"
             );
             // Through the PPGTT the guest can reach only its own shadowed frames.
-            assert_eq!(audit(&ctx(true), &cmd, &mut bad.clone()), Ok(Flow::Next));
+            assert_eq!(audit(&ctx(true), cmd, &mut bad.clone()), Ok(Flow::Next));
         }
     }
 
@@ -544,7 +545,7 @@ mod tests {
                             .collect();
                         body[0] = cmd.header;
                         let before = body.clone();
-                        assert_eq!(audit(&ctx, &cmd, &mut body), Ok(Flow::Next), "{cmd:?}");
+                        assert_eq!(audit(&ctx, cmd, &mut body), Ok(Flow::Next), "{cmd:?}");
                         assert_eq!(body, before, "{cmd:?}");
                     }
                 }

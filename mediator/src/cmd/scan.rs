@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use super::audit::{in_windows, RegWhitelist};
-use super::fetch::{append_dwords, GmReader};
+use super::fetch::GmReader;
 use super::parse::Cmd;
 use super::rules::{audit, BufCtx, Flow};
 use super::table::DecodeTable;
@@ -246,7 +246,6 @@ impl Scanner {
             req,
             gm: GmReader { mem, tr },
             table: DecodeTable::for_engine(req.engine),
-            scratch: Vec::new(),
             batches: Vec::new(),
             done: BTreeMap::new(),
             in_progress: BTreeSet::new(),
@@ -273,8 +272,6 @@ struct ScanState<'a> {
     req: &'a ScanRequest,
     gm: GmReader<'a>,
     table: &'static DecodeTable,
-    /// Byte staging for guest reads, reused for every buffer of the scan.
-    scratch: Vec<u8>,
     batches: Vec<ShadowBatch>,
     /// Ordered maps: keys are guest-chosen, so no hashing (and no hash flooding).
     done: BTreeMap<BatchKey, usize>,
@@ -335,9 +332,9 @@ impl ScanState<'_> {
         };
         self.charge(u64::from(len), BufferId::Ring)?;
         // `len` < 2 MiB: lossless.
-        let bytes = staging(&mut self.scratch, len as usize);
-        let first = (r.size - r.head).min(len) as usize;
-        let (a, b) = bytes.split_at_mut(first);
+        let mut dwords = vec![0u32; len as usize / 4];
+        let first = (r.size - r.head).min(len) as usize / 4;
+        let (a, b) = dwords.split_at_mut(first);
         let ok = self
             .gm
             .read(GmSpace::Ggtt, r.start.saturating_add(u64::from(r.head)), a)
@@ -345,8 +342,6 @@ impl ScanState<'_> {
         if !ok {
             return Err(reject(RejectReason::Unmapped, BufferId::Ring, 0, 0));
         }
-        let mut dwords = Vec::with_capacity(bytes.len() / 4);
-        append_dwords(&mut dwords, bytes);
         self.walk_ring(&mut dwords)?;
         Ok(dwords)
     }
@@ -358,15 +353,16 @@ impl ScanState<'_> {
             let Some(&h) = dwords.get(i) else {
                 return Ok(());
             };
-            let cmd = self
+            let (op, len) = self
                 .table
-                .decode(h)
-                .map_err(|_| reject(RejectReason::UnknownCommand, BufferId::Ring, i, h))?;
+                .op_len(h)
+                .ok_or_else(|| reject(RejectReason::UnknownCommand, BufferId::Ring, i, h))?;
+            let cmd = Cmd { header: h, op, len };
             let end = i.saturating_add(cmd.len as usize);
             let body = dwords
                 .get_mut(i..end)
                 .ok_or_else(|| reject(RejectReason::RunsPastTail, BufferId::Ring, i, h))?;
-            let flow = audit(&self.ctx(0, false), &cmd, body)
+            let flow = audit(&self.ctx(0, false), cmd, body)
                 .map_err(|r| reject(r, BufferId::Ring, i, h))?;
             if let Flow::Call(key) = flow {
                 self.scan_chain(key)?;
@@ -442,7 +438,7 @@ impl ScanState<'_> {
         // Batches this one calls, in order, each once (a batch calling the same
         // second-level batch per draw scans it once).
         let mut calls = Vec::new();
-        let mut called = BTreeSet::new();
+        let mut called = CallSet::default();
         let scanner: &Scanner = self.scanner;
         let ctx = BufCtx {
             level: key.level,
@@ -463,10 +459,11 @@ impl ScanState<'_> {
                 return Err(reject(reason, buf, i, 0));
             }
             let h = src.dwords.get(i).copied().unwrap_or(0);
-            let cmd: Cmd = self
+            let (op, len) = self
                 .table
-                .decode(h)
-                .map_err(|_| reject(RejectReason::UnknownCommand, buf, i, h))?;
+                .op_len(h)
+                .ok_or_else(|| reject(RejectReason::UnknownCommand, buf, i, h))?;
+            let cmd = Cmd { header: h, op, len };
             let end = i.saturating_add(cmd.len as usize);
             if src.dwords.len() < end && !self.fill(&mut src, end, buf)? {
                 return Err(reject(RejectReason::Truncated, buf, i, h));
@@ -475,7 +472,7 @@ impl ScanState<'_> {
                 .dwords
                 .get_mut(i..end)
                 .ok_or_else(|| reject(RejectReason::Truncated, buf, i, h))?;
-            let flow = audit(&ctx, &cmd, body).map_err(|r| reject(r, buf, i, h))?;
+            let flow = audit(&ctx, cmd, body).map_err(|r| reject(r, buf, i, h))?;
             i = end;
             match flow {
                 Flow::Next | Flow::Dropped => {}
@@ -517,19 +514,36 @@ impl ScanState<'_> {
             if src.dwords.len() >= cap {
                 return Err(reject(RejectReason::TooLarge, buf, src.dwords.len(), 0));
             }
-            src.read_chunk(self.gm, &mut self.scratch);
+            src.read_chunk(self.gm);
         }
         Ok(true)
     }
 }
 
-/// `n` bytes of `scratch` to copy guest memory into. Not zeroed: they hold bytes of earlier
-/// copies until overwritten, and callers only use what a read wrote.
-fn staging(scratch: &mut Vec<u8>, n: usize) -> &mut [u8] {
-    if scratch.len() < n {
-        scratch.resize(n, 0);
+/// The distinct batches a batch calls. Batches typically call the same few second-level
+/// batches once per draw: a small direct-mapped cache of keys already in the set answers
+/// those repeats without a tree lookup. Keys are guest-chosen, so the set itself is
+/// ordered (no hashing, no hash flooding); the cache only ever holds keys of the set.
+#[derive(Default)]
+struct CallSet {
+    set: BTreeSet<BatchKey>,
+    recent: [Option<BatchKey>; 16],
+}
+
+impl CallSet {
+    /// Adds `k`; `true` if it was not in the set.
+    fn insert(&mut self, k: BatchKey) -> bool {
+        // Lossless: masked to 0..16.
+        let slot = ((k.gma >> 12) & 15) as usize;
+        let hit = self.recent.get(slot).is_some_and(|r| *r == Some(k));
+        if hit {
+            return false;
+        }
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(k);
+        }
+        self.set.insert(k)
     }
-    scratch.get_mut(..n).unwrap_or_default()
 }
 
 /// A batch being copied chunk by chunk.
@@ -548,8 +562,9 @@ impl BatchSource {
     /// Appends the next chunk: up to the end of the current page, then doubling what has
     /// been copied so far (up to [`MAX_CHUNK`]), always ending on a page boundary. A page
     /// that does not translate or read ends the source.
-    fn read_chunk(&mut self, gm: GmReader<'_>, scratch: &mut Vec<u8>) {
-        let copied = (self.dwords.len() as u64).saturating_mul(4);
+    fn read_chunk(&mut self, gm: GmReader<'_>) {
+        let have = self.dwords.len();
+        let copied = (have as u64).saturating_mul(4);
         let Some(gma) = self.base.checked_add(copied) else {
             self.ended = true;
             return;
@@ -557,13 +572,47 @@ impl BatchSource {
         let want = copied.clamp(PAGE_SIZE, MAX_CHUNK);
         let page_end = (gma | (PAGE_SIZE - 1)).saturating_add(1);
         let end = (gma.saturating_add(want) & !(PAGE_SIZE - 1)).max(page_end);
-        // ≤ MAX_CHUNK + PAGE_SIZE: lossless.
-        let n = end.saturating_sub(gma) as usize;
-        let bytes = staging(scratch, n);
-        let got = gm.read_prefix(self.space, gma, bytes);
+        // ≤ (MAX_CHUNK + PAGE_SIZE) / 4: lossless.
+        let n = (end.saturating_sub(gma) / 4) as usize;
+        // The copy goes straight into the batch's own vector (zeroed first: safe code
+        // cannot copy into uninitialised memory; the chunk is in cache either way).
+        self.dwords.resize(have.saturating_add(n), 0);
+        let got = gm.read_prefix(
+            self.space,
+            gma,
+            self.dwords.get_mut(have..).unwrap_or_default(),
+        );
         if got < n || end == u64::MAX {
             self.ended = true;
         }
-        append_dwords(&mut self.dwords, bytes.get(..got).unwrap_or_default());
+        self.dwords.truncate(have.saturating_add(got));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_set_reports_each_key_once_across_cache_collisions() {
+        let key = |gma, ppgtt, level| BatchKey { gma, ppgtt, level };
+        let mut s = CallSet::default();
+        // Same cache slot (page bits 15:12 equal), different keys, interleaved repeats.
+        let keys = [
+            key(0x1000, false, 2),
+            key(0x11000, false, 2),
+            key(0x1000, true, 2),
+            key(0x1000, false, 1),
+            key(0x1004, false, 2),
+        ];
+        for k in keys {
+            assert!(s.insert(k), "{k:?} is new");
+        }
+        for _ in 0..3 {
+            for k in keys.iter().rev() {
+                assert!(!s.insert(*k), "{k:?} was seen");
+            }
+        }
+        assert_eq!(s.set.len(), keys.len());
     }
 }

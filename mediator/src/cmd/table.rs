@@ -56,7 +56,7 @@ const REFERENCE: Entry = Entry {
 
 impl Entry {
     /// A command that needs nothing but its length, and that length in dwords.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn plain_len(&self, header: u32) -> Option<u32> {
         // `mask` ≤ 0xffff and `add` ≤ 2 by construction (see `probe`): no overflow.
         self.plain
@@ -70,6 +70,8 @@ pub struct DecodeTable {
     engine: EngineId,
     top: Box<[Entry; TOP]>,
     subs: Vec<Entry>,
+    /// The skip path's view of the same rules (see [`SkipTable`]).
+    skip: SkipTable,
 }
 
 impl DecodeTable {
@@ -96,7 +98,14 @@ impl DecodeTable {
                 Err(_) => REFERENCE,
             };
         }
-        Self { engine, top, subs }
+        let mut t = Self {
+            engine,
+            top,
+            subs,
+            skip: SkipTable::empty(),
+        };
+        t.skip = SkipTable::new(&t);
+        t
     }
 
     /// The shared tables for `engine`, built on first use.
@@ -145,14 +154,115 @@ impl DecodeTable {
         }
     }
 
+    /// [`DecodeTable::decode`] for the scanner's loop: the command's op and length, or
+    /// `None` if the header does not decode. Returned as a register pair (a `Result<Cmd,
+    /// _>` merged from the table and the reference paths went through the stack, and
+    /// reloading it stalled the loop on store forwarding).
+    #[inline(always)]
+    pub(crate) fn op_len(&self, header: u32) -> Option<(Op, u32)> {
+        let e = self.entry(header);
+        if e.class == Class::Len {
+            // `mask` ≤ 0xffff and `add` ≤ 2 (see `probe`): no overflow.
+            return Some((e.op, (header & e.mask) + u32::from(e.add)));
+        }
+        self.op_len_reference(header)
+    }
+
+    #[inline(never)]
+    fn op_len_reference(&self, header: u32) -> Option<(Op, u32)> {
+        parse::decode(self.engine, header)
+            .ok()
+            .map(|c| (c.op, c.len))
+    }
+
     /// Skips the commands from dword `i` on that need only their length (see
     /// [`super::rules::needs_audit`]) and lie entirely inside `dwords`. Returns the index
     /// of the first command that needs more (an audit, a decode error, more dwords), or
     /// `dwords.len()`.
     #[inline]
-    pub(crate) fn skip_plain(&self, dwords: &[u32], mut i: usize) -> usize {
+    pub(crate) fn skip_plain(&self, dwords: &[u32], i: usize) -> usize {
+        self.skip.skip(dwords, i)
+    }
+}
+
+/// Skip-rule codes: [`SKIP_STOP`] (the command needs a decode and maybe an audit), two
+/// fixed codes for the common rules (tested first, as branches, so the CPU can predict a
+/// command's length rule instead of waiting for the table load), and table-defined
+/// codes for the other rules.
+const SKIP_STOP: u8 = 0;
+/// `len = (header & 0xff) + 2`: most 3D state, MI and 2D commands.
+const SKIP_FF_2: u8 = 1;
+/// `len = 1`.
+const SKIP_ONE: u8 = 2;
+
+/// The plain-command length rules as one byte per header bits 31:16 (64 KiB per engine;
+/// a batch touches only the few cache lines of the commands it uses): no second level to
+/// look up and nothing to decode for the long runs of 3D state that need no audit.
+#[derive(Debug, Clone)]
+struct SkipTable {
+    codes: Box<[u8]>,
+    /// `(mask, add)` of each code; `len = (header & mask) + add`.
+    rules: Vec<(u32, u32)>,
+}
+
+impl SkipTable {
+    fn empty() -> Self {
+        Self {
+            codes: Box::new([]),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Flattens `t`'s plain entries (an entry depends only on header bits 31:16).
+    fn new(t: &DecodeTable) -> Self {
+        let mut rules = vec![(0, 0), (0xff, 2), (0, 1)];
+        let codes = (0u32..=0xffff)
+            .map(|hi| {
+                let e = t.entry(hi << 16);
+                if !e.plain {
+                    return SKIP_STOP;
+                }
+                let rule = (e.mask, u32::from(e.add));
+                if let Some(code) = rules.iter().skip(1).position(|r| *r == rule) {
+                    // `rules` stays short (a handful of length rules): lossless.
+                    return (code + 1) as u8;
+                }
+                match u8::try_from(rules.len()) {
+                    Ok(code) => {
+                        rules.push(rule);
+                        code
+                    }
+                    Err(_) => SKIP_STOP,
+                }
+            })
+            .collect();
+        Self { codes, rules }
+    }
+
+    /// The length of `header` if it is a plain command.
+    #[inline(always)]
+    fn len(&self, header: u32) -> Option<u32> {
+        let code = self
+            .codes
+            .get((header >> 16) as usize)
+            .copied()
+            .unwrap_or(SKIP_STOP);
+        // `mask` ≤ 0xffff and `add` ≤ 2 (see `probe`): no overflow.
+        match code {
+            SKIP_FF_2 => Some((header & 0xff) + 2),
+            SKIP_ONE => Some(1),
+            SKIP_STOP => None,
+            _ => {
+                let (mask, add) = self.rules.get(usize::from(code)).copied()?;
+                Some((header & mask) + add)
+            }
+        }
+    }
+
+    #[inline]
+    fn skip(&self, dwords: &[u32], mut i: usize) -> usize {
         while let Some(&h) = dwords.get(i) {
-            let Some(len) = self.entry(h).plain_len(h) else {
+            let Some(len) = self.len(h) else {
                 break;
             };
             let end = i.saturating_add(len as usize);
@@ -208,7 +318,10 @@ mod tests {
             for hi in 0u32..=0xffff {
                 for lo in LOW {
                     let h = hi << 16 | lo;
-                    assert_eq!(t.decode(h), parse::decode(engine, h), "{engine} {h:#010x}");
+                    let want = parse::decode(engine, h);
+                    assert_eq!(t.decode(h), want, "{engine} {h:#010x}");
+                    let parts = want.ok().map(|c| (c.op, c.len));
+                    assert_eq!(t.op_len(h), parts, "{engine} {h:#010x}");
                 }
             }
         }
@@ -229,6 +342,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn skip_table_agrees_with_the_plain_entries_on_every_opcode() {
+        for engine in EngineId::ALL {
+            let t = DecodeTable::new(engine);
+            assert!(t.skip.rules.len() < 16, "{engine}: {:?}", t.skip.rules);
+            for hi in 0u32..=0xffff {
+                for lo in LOW {
+                    let h = hi << 16 | lo;
+                    assert_eq!(t.skip.len(h), t.entry(h).plain_len(h), "{engine} {h:#010x}");
+                }
+            }
+        }
+        // The fixed codes are the common rules.
+        let rcs = DecodeTable::for_engine(EngineId::Rcs);
+        assert_eq!(rcs.skip.codes[0x7810], SKIP_FF_2, "3DSTATE_VS");
+        assert_eq!(rcs.skip.codes[0x0280], SKIP_ONE, "MI_ARB_CHECK");
+        assert_eq!(rcs.skip.codes[0x7A00], SKIP_STOP, "PIPE_CONTROL");
     }
 
     #[test]
