@@ -53,7 +53,7 @@ pub struct GuestConfig {
     pub bdf: u16,
     /// BAR0 address to program.
     pub bar0: u64,
-    /// BAR2 address to program.
+    /// BAR2 address to program (the aperture is up to 512 MiB: keep it clear of BAR0).
     pub bar2: u64,
     /// MSI address / data to program.
     pub msi: (u32, u16),
@@ -66,7 +66,7 @@ impl Default for GuestConfig {
         Self {
             bdf: 0x10,
             bar0: 0xf000_0000,
-            bar2: 0xe000_0000,
+            bar2: 0xc000_0000,
             msi: (0xfee0_0000, 0x26),
             ram: (0x10_0000, 0x100_0000),
         }

@@ -86,7 +86,7 @@ fn probe_detects_vgpu_programs_bars_msi_and_interrupts() {
     let gpu = GuestGpu::probe(&port, GuestConfig::default()).unwrap();
     assert_eq!(gpu.info().high, (0x1000_0000, 0x2000_0000));
     assert_eq!(port.pci_cfg_read(0x10, 0x10, 4), 0xf000_0000);
-    assert_eq!(port.pci_cfg_read(0x10, 0x18, 4), 0xe000_0000);
+    assert_eq!(port.pci_cfg_read(0x10, 0x18, 4), 0xc000_0000);
     assert_eq!(port.pci_cfg_read(0x10, 0x04, 2) & 6, 6);
     assert_eq!(port.pci_cfg_read(0x10, 0xAE, 2) & 1, 1, "MSI enabled");
     assert_eq!(port.pci_cfg_read(0x10, 0xB0, 4), 0xfee0_0000);
