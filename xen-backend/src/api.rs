@@ -152,4 +152,8 @@ pub trait DeviceServer: Send {
     fn guest_memory(&self) -> Arc<dyn GuestMemory>;
     /// Counters so far.
     fn counters(&self) -> ServerCounters;
+    /// The caller knows the domain is gone (destroyed or crashed): effects are no longer
+    /// applied, and the teardown on drop expects the hypervisor to refuse it (logged at
+    /// debug, not as warnings).
+    fn mark_domain_gone(&mut self);
 }

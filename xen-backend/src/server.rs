@@ -46,10 +46,19 @@ pub trait Platform: Send {
     /// frames populated this way back. The platform remembers what it populated and
     /// releases it when dropped.
     fn populate_ram(&mut self, first_gfn: u64, count: u64, populate: bool) -> io::Result<()>;
+    /// The domain is known to be gone: teardown failures are expected from now on.
+    fn domain_gone(&mut self) {}
     /// Whether an error means the domain is gone (ESRCH on a real Xen).
     fn is_gone(&self, err: &io::Error) -> bool {
         err.raw_os_error() == Some(libc::ESRCH)
     }
+}
+
+/// The pirq a PV-on-HVM Linux guest encodes in an MSI address when it programs vector 0
+/// (Xen's `hvm_inject_msi`): destination-ID bits 19:12 give the low byte, address bits
+/// 63:40 the rest. Xen delivers such an MSI as an event on that pirq of the same domain.
+pub fn xen_msi_pirq(addr: u64) -> u64 {
+    ((addr >> 32) & 0xFFFF_FF00) | ((addr >> 12) & 0xFF)
 }
 
 /// One ioreq server over a [`Platform`].
@@ -100,6 +109,7 @@ impl<P: Platform> IoreqServer<P> {
 
     fn gone_error(&mut self) -> XenBackendError {
         self.gone = true;
+        self.platform.domain_gone();
         XenBackendError::DomainGone(self.platform.domid())
     }
 
@@ -144,10 +154,13 @@ fn apply_effects<P: Platform>(
                 }
             }
             Effect::InjectMsi { addr, data } => {
-                if data & 0xFF == 0 {
-                    // Vector 0 means "pass-through PIRQ" to Xen: never inject it.
-                    Err(io::Error::from_raw_os_error(libc::EINVAL))
+                if data & 0xFF == 0 && xen_msi_pirq(*addr) == 0 {
+                    // Vector 0 is Xen's PV-on-HVM form: the pirq sits in the address
+                    // (xen-abi.md, MSI). Pirq 0 names nothing; Xen would say ERANGE.
+                    Err(io::Error::from_raw_os_error(libc::ERANGE))
                 } else {
+                    // Native vector, or a pirq Xen binds to the guest's own event
+                    // channel (it refuses pirqs bound to anything but emulated MSI).
                     p.inject_msi(*addr, *data)
                 }
             }
@@ -276,6 +289,11 @@ impl<P: Platform> DeviceServer for IoreqServer<P> {
 
     fn guest_memory(&self) -> Arc<dyn GuestMemory> {
         Arc::clone(&self.mem) as Arc<dyn GuestMemory>
+    }
+
+    fn mark_domain_gone(&mut self) {
+        self.gone = true;
+        self.platform.domain_gone();
     }
 
     fn counters(&self) -> ServerCounters {

@@ -330,6 +330,9 @@ impl Daemon {
 
     /// Destroys a vGPU (and a simulated domain the daemon started).
     pub fn destroy(&mut self, domid: u16) -> Result<VgpuInfo, ErrorBody> {
+        if self.vgpus.contains_key(&domid) && self.domain_gone(domid) {
+            self.backend.mark_domain_gone(domid);
+        }
         let Some(mut v) = self.vgpus.remove(&domid) else {
             return Err(err(
                 ErrorCode::UnknownDomain,

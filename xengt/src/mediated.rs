@@ -282,6 +282,14 @@ impl MediatedBackend {
         )
     }
 
+    /// Tells `domid`'s server its domain is gone, before [`Self::destroy_device`]: the
+    /// final effects are skipped and the hypervisor's refusals are not warnings.
+    pub fn mark_domain_gone(&mut self, domid: u16) {
+        if let Some(dev) = self.devices.get_mut(&domid) {
+            dev.server.mark_domain_gone();
+        }
+    }
+
     /// Tears the device down (idempotent), and a simulated domain the daemon started.
     pub fn destroy_device(&mut self, domid: u16) {
         if let Some(mut dev) = self.devices.remove(&domid) {

@@ -75,13 +75,17 @@ struct ServerHandle {
     domid: u16,
     id: u16,
     wp_claimed: bool,
+    /// The domain is known to be gone: Xen already tore the server down with it.
+    domain_gone: bool,
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         let log = |what: &str, r: io::Result<()>| {
             if let Err(e) = r {
-                if !is_esrch(&e) {
+                if self.domain_gone || is_esrch(&e) {
+                    tracing::debug!(domid = self.domid, id = self.id, error = %e, "{what}: domain gone");
+                } else {
                     tracing::warn!(domid = self.domid, id = self.id, error = %e, "{what} failed");
                 }
             }
@@ -202,6 +206,10 @@ impl RealPlatform {
 
 impl Drop for RealPlatform {
     fn drop(&mut self) {
+        if self.server.domain_gone {
+            // The frames went with the domain.
+            return;
+        }
         for p in std::mem::take(&mut self.populated) {
             if let Err(e) = self.release(p) {
                 if !is_esrch(&e) {
@@ -215,6 +223,10 @@ impl Drop for RealPlatform {
 impl Platform for RealPlatform {
     fn domid(&self) -> u16 {
         self.server.domid
+    }
+
+    fn domain_gone(&mut self) {
+        self.server.domain_gone = true;
     }
 
     fn server_id(&self) -> u16 {
@@ -362,6 +374,7 @@ impl Hypervisor for RealXen {
             domid,
             id,
             wp_claimed: false,
+            domain_gone: false,
         };
         // Pages: frame 0 = buffered, frame 1 = synchronous.
         let (first, count) = if opts.buffered {

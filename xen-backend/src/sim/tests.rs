@@ -420,23 +420,33 @@ fn write_protect_traps_guest_writes_not_daemon_writes() {
 }
 
 #[test]
-fn msi_effects_reach_the_guest_and_vector_zero_is_refused() {
+fn msi_effects_reach_the_guest_pirq_form_passes_and_pirq_zero_is_refused() {
     let (_xen, dom, mut srv) = setup(SimDomainConfig::default(), gpu_opts());
     let mut fx = Effects::new();
     fx.push(Effect::InjectMsi {
         addr: 0xFEE0_0000,
         data: 0x41,
     });
+    // Vector 0 without a pirq in the address: nothing to deliver.
     fx.push(Effect::InjectMsi {
         addr: 0xFEE0_0000,
         data: 0x100,
     });
-    assert_eq!(srv.apply(fx).unwrap(), 1);
+    // Xen's PV-on-HVM form, as Linux programs it (nested-xen-hvm-i915.md): pirq 0x37.
+    fx.push(Effect::InjectMsi {
+        addr: 0xFEE3_7000,
+        data: 0x0700,
+    });
+    assert_eq!(srv.apply(fx).unwrap(), 2);
     let v = dom.vcpu(0).unwrap();
     let m = v.wait_msi(Duration::from_secs(1)).unwrap();
     assert_eq!((m.addr, m.data), (0xFEE0_0000, 0x41));
+    let m = v.wait_msi(Duration::from_secs(1)).unwrap();
+    assert_eq!((m.addr, m.data), (0xFEE3_7000, 0x0700));
     assert!(v.wait_msi(Duration::from_millis(5)).is_none());
     assert_eq!(srv.counters().dispatch.effect_errors, 1);
+    assert_eq!(crate::server::xen_msi_pirq(0xFEE3_7000), 0x37);
+    assert_eq!(crate::server::xen_msi_pirq(0x0000_0100_FEE0_5000), 0x105);
 }
 
 #[test]
@@ -570,4 +580,22 @@ fn domains_with_chosen_ids_and_stale_server_destroy() {
     ));
     // The write-protect claim was released: a new server can claim it again.
     assert!(xen.attach(7, wp()).is_ok());
+}
+
+#[test]
+fn a_server_told_its_domain_is_gone_applies_nothing() {
+    let (_xen, dom, mut srv) = setup(SimDomainConfig::default(), gpu_opts());
+    srv.mark_domain_gone();
+    let mut fx = Effects::new();
+    fx.push(Effect::InjectMsi {
+        addr: 0xFEE0_0000,
+        data: 0x41,
+    });
+    assert!(matches!(srv.apply(fx), Err(XenBackendError::DomainGone(_))));
+    assert!(dom
+        .vcpu(0)
+        .unwrap()
+        .wait_msi(Duration::from_millis(5))
+        .is_none());
+    assert_eq!(srv.counters().dispatch.effect_errors, 0);
 }
