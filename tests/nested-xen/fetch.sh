@@ -39,7 +39,7 @@ installed=$(dpkg-query -W -f='${Package} ${Status}\n' 2>/dev/null | awk '/ ok in
 need=()
 for p in $closure; do
     case $p in
-        xen-* | libxen* | xenstore-* | qemu-* | seabios | ipxe-qemu | busybox-static | cpio | linux-image-* | jq | libjq* | libonig*)
+        xen-* | libxen* | xenstore-* | qemu-* | seabios | ipxe-qemu | busybox-static | cpio | linux-image-* | jq | libjq* | libonig* | intel-gpu-tools)
             need+=("$p"); continue ;;
     esac
     case " $installed " in

@@ -9,9 +9,11 @@ NX_OUT="${XENGT_NESTED_OUT:-$NX_REPO/target/nested-xen}"
 NX_XENBIN=/usr/lib/xen-4.17/bin
 
 # Debian packages the harness needs; their dependency closure (minus what the host has
-# installed) is downloaded. qemu-system-xen is the HVM device model (hvm-smoke).
+# installed) is downloaded. qemu-system-xen is the HVM device model (hvm-smoke);
+# intel-gpu-tools gives the i915 guest i-g-t's gem_exec_nop (Debian ships i-g-t's
+# benchmarks and tools, not its tests such as gem_exec_basic).
 NX_PACKAGES="xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils linux-image-amd64
- busybox-static cpio jq qemu-system-x86 qemu-system-xen seabios ipxe-qemu"
+ busybox-static cpio jq qemu-system-x86 qemu-system-xen seabios ipxe-qemu intel-gpu-tools"
 
 nx_log() { printf '[nested-xen %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 nx_die() { printf 'FAIL nested-xen-setup: %s\n' "$*" >&2; exit 1; }

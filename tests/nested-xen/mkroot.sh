@@ -64,7 +64,7 @@ pack "$G" "$NX_OUT/guest.cpio"
 # Debian's own i915.ko and its dependencies from the same linux-image package (as-is:
 # stripping would drop the signature), in dependency order (from each module's
 # .modinfo "depends=", resolved here since the host may lack modinfo), plus i915-store
-# (static, built here with gcc).
+# (static, built here with gcc) and i-g-t's gem_exec_nop.
 KMOD="$NX_ROOT/lib/modules/$KV/kernel"
 mod_path() { find "$KMOD" -name "$1.ko" -o -name "$(echo "$1" | tr _ -).ko" | head -n1; }
 mod_deps() { grep -a -o 'depends=[a-z0-9_,-]*' "$1" | head -n1 | sed 's/^depends=//' | tr ',' ' '; }
@@ -76,6 +76,7 @@ mod_add() { # depth-first: dependencies before the module
     for d in $(mod_deps "$f"); do mod_add "$d"; done
     MOD_ORDER+=("$m")
 }
+IGT_NOP=/usr/libexec/igt-gpu-tools/benchmarks/gem_exec_nop
 build_i915_guest() {
     local I="$NX_OUT/i915root" m
     rm -rf "$I"; busybox_root "$I"
@@ -88,6 +89,10 @@ build_i915_guest() {
     for t in i915-store i915-modeset; do
         gcc -static -O2 -Wall -o "$I/$t" "$NX_DIR/guest/i915/$t.c" || nx_die "cannot build $t (gcc, static libc)"
     done
+    # i-g-t's gem_exec_nop (dynamically linked: libigt and its closure, from the prefix or
+    # the host; the interpreter is not an ldd "=>" line).
+    put_elf "$I" "$NX_ROOT$IGT_NOP" "$IGT_NOP"
+    mkdir -p "$I/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$I/lib64/"
     cp "$NX_DIR/guest/i915/init" "$I/init"; chmod +x "$I/init"
     pack "$I" "$NX_OUT/i915.cpio"
     nx_log "i915 guest: modules ${MOD_ORDER[*]}; i915.cpio $(du -h "$NX_OUT/i915.cpio" | cut -f1)"

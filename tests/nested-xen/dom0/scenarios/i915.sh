@@ -5,7 +5,8 @@
 #   a detected   "Virtual GPU for Intel GVT-g detected" + "VGT balloon successfully"
 #   b probe      "Initialized i915" and /sys/class/drm/card0
 #   c not-wedged debugfs i915_wedged reads 0
-#   d workload   i915-store: MI_STORE_DWORD_IMM via EXECBUFFER2, value read back
+#   d workload   i915-store: MI_STORE_DWORD_IMM via EXECBUFFER2, value read back; and
+#                (pass 1) i-g-t's gem_exec_nop benchmark exits 0 with a time per batch
 #   e display    pass 2 reaches a/b/c/d, a dumb-buffer modeset shows colour bars on the
 #                primary plane, `xengt-ctl screenshot` gives a PNG
 # FAIL names the first stage that failed. Artifacts (base64 between markers, decoded by the
@@ -96,7 +97,13 @@ stage() { # stage PASSNO PREFIX: check a..d of one pass
     [ "$(grep -c "^GUEST-STORE result=ok" "$L")" -ge "$1" ] || fail "$2d workload: $(grep "^GUEST-STORE" "$L" | tail -n1)"
     say "pass $1: $g"
 }
+igt() { # i-g-t's gem_exec_nop (pass 1): exit 0 and a time per batch
+    grep -q '^GUEST-IGT test=gem_exec_nop rc=0 us_per_batch=[0-9]' "$L" ||
+        fail "stage d workload: i-g-t gem_exec_nop: $(grep '^GUEST-IGT' "$L" | tail -n1) $(grep '^GUEST-IGT-OUT' "$L" | tail -n 3 | tr '\n' ' ')"
+    say "i-g-t: $(grep '^GUEST-IGT test=' "$L" | tail -n1)"
+}
 stage 1 "stage "
+igt
 grep -q '^GUEST-I915-RMMOD pass=1 ok' "$L" || fail "stage e display: rmmod i915 after pass 1 failed"
 stage 2 "stage e display (pass 2 stage "
 grep -q '^GUEST-MODESET result=ok' "$L" || fail "stage e display: dumb-buffer modeset: $(grep '^GUEST-MODESET' "$L" | tail -n1)"
