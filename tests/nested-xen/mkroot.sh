@@ -57,7 +57,7 @@ put_elf "$G" "$NX_ROOT/usr/bin/xenstore" /usr/bin/xenstore
 mkdir -p "$G/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$G/lib64/"
 for t in read write ls exists; do ln -sf xenstore "$G/usr/bin/xenstore-$t"; done
 cp "$NX_DIR/guest/init" "$G/init"; chmod +x "$G/init"
-[ ! -e "$NX_DIR/guest/vgpu.sh" ] || cp "$NX_DIR/guest/vgpu.sh" "$G/vgpu.sh"
+cp "$NX_DIR/guest/vgpu.sh" "$NX_DIR/guest/vgpu-lib.sh" "$G/"
 pack "$G" "$NX_OUT/guest.cpio"
 
 # ---------------------------------------------------------------- i915 guest initramfs

@@ -1,9 +1,7 @@
 # Sourced by the guest /init in mode xgtest=vgpu: raw accesses to the vGPU's BAR0 with
 # busybox devmem. Only prints what it observes ("GUEST-<WHAT> key=value ..."); the dom0
 # scenario scripts compare it with `xengt-ctl info --json`.
-hex() { printf '0x%x' "$1"; }
-rd() { $B devmem "$(hex "$1")" "$2" 2>/dev/null || echo ERR; }
-wr() { $B devmem "$(hex "$1")" "$2" "$(hex "$3")" 2>/dev/null || echo "GUEST-WARN write $(hex "$1") failed"; }
+# (hex, rd, wr: vgpu-lib.sh, sourced by /init.)
 
 # Parameters from dom0: data/xengt-test/params = "bar0=N low_base=N low_size=N high_base=N high_size=N".
 i=0
@@ -61,23 +59,6 @@ done
 magic3=$(rd $PV 64)
 echo "GUEST-FUZZ-DONE accesses=$n errors=$errs magic_after=$magic3 uptime=$(up)"
 
-# --- watch: the bystander of the i915 bad-input scenario (xgwatch=SECONDS). Every round
-# checks that the vGPU still answers as it should while another guest abuses its own:
-# the PVINFO magic, a guest-writable PVINFO field and a PTE of its own GGTT window read
-# back what was written. One "GUEST-WATCH round=N errors=E" line per round.
+# --- watch (xgwatch=SECONDS): see watch_vgpu in vgpu-lib.sh.
 W=$(arg xgwatch)
-if [ -n "$W" ]; then
-    num() { case $1 in 0x*) echo $(($1)) ;; *) echo -1 ;; esac; }
-    want_magic=$(num "$magic"); r=0; e=0; idx=$((in_idx + 1))
-    while :; do
-        r=$((r + 1)); bad=
-        [ "$(num "$(rd $PV 64)")" = "$want_magic" ] || bad="$bad magic"
-        v=$((r & 1)); wr $((PV + 0x804)) 32 $v
-        [ "$(num "$(rd $((PV + 0x804)) 32)")" = $v ] || bad="$bad display_ready"
-        p=$(( ((0x200 + r % 64) << 12) | 1 )); wr $((GT + 8 * idx)) 64 $p
-        [ "$(num "$(rd $((GT + 8 * idx)) 64)")" = $p ] || bad="$bad ggtt"
-        [ -z "$bad" ] || e=$((e + 1))
-        echo "GUEST-WATCH round=$r errors=$e${bad:+ bad=$bad} uptime=$(up)"
-        $B sleep "$W"
-    done
-fi
+[ -z "$W" ] || watch_vgpu "$BAR0" $((in_idx + 1)) "$W"

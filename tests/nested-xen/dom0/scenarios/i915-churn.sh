@@ -12,7 +12,7 @@
 #               zombie domain, xengt-ctl neither lists nor answers for it;
 #               available_instances and xengtd's open fds are back to their values from
 #               before the i915 guest existed
-#   i bystander the PVH bystander's vGPU answered correctly throughout and after
+#   i bystander the HVM bystander's vGPU answered correctly throughout and after
 #               (GUEST-WATCH rounds advance, errors=0), its backend is still Connected;
 #               then it is destroyed too and the daemon is back to its starting capacity
 . /scenarios/common.sh
@@ -27,6 +27,8 @@ W=$(cat $ST/bystander-domid 2>/dev/null)
 [ -n "$W" ] || fail "setup: no bystander guest"
 WL=$(console_log bystander)
 wround() { grep '^GUEST-WATCH ' "$WL" | tail -n1 | sed -n 's/.*round=\([0-9]*\).*/\1/p'; }
+# The bystander booted beside the i915 guest: it must be answering before the abuse.
+wait_console bystander '^GUEST-WATCH round=2 ' 300 || { show_console bystander 20; fail "setup: the bystander never answered twice: $(grep '^GUEST-' "$WL" | tail -n1)"; }
 r_start=$(wround)
 
 # ---- f: the cycles, until the final probe starts
@@ -66,6 +68,9 @@ done >/tmp/cycle-bad
 grep '^GUEST-CYCLE k=5 ' "$L" | grep -q ' store=ok ' || fail "stage f cycles: workload after the last load: $(grep '^GUEST-STORE' "$L" | tail -n1)"
 grep -q '^GUEST-CYCLES done=5 ok=5 ' "$L" || fail "stage f cycles: $(grep '^GUEST-CYCLES' "$L")"
 say "stage f: 5 load/unload cycles clean; $(grep '^GUEST-CYCLES' "$L")"
+# A dead bystander would make the capacity checks below misleading: say so first.
+xenstore-exists "/local/domain/$W" 2>/dev/null ||
+    fail "stage i bystander: domain $W died during the churn; Xen: $(xl dmesg 2>/dev/null | grep -E "d${W}v[0-9]" | tail -n1); its last line: $(grep '^GUEST-' "$WL" | tail -n1)"
 # ---- h: nothing left behind, nothing else hurt
 wait_no_leftovers "$D" "$BE" 30 || fail "stage h cleanup: 30s after destroy still:$LEFT"
 daemon_alive && [ "$(cat $ST/xengtd.pid)" = "$PID" ] || fail "stage h cleanup: xengtd (pid $PID) is gone: $(tail -n1 /var/log/xengtd.log)"

@@ -12,8 +12,8 @@
 # FAIL names the first stage that failed. Artifacts (base64 between markers, decoded by the
 # host): the screenshot and xengtd's MMIO trace of the guest (--mmio-trace, one file per
 # domain).
-# Before the HVM guest, a PVH "bystander" guest with its own vGPU is created and must be
-# answering (GUEST-WATCH rounds): the next scenario, i915-churn, checks it stayed unaffected.
+# Before the i915 guest, a "bystander" HVM guest with its own vGPU is created (it prints
+# GUEST-WATCH rounds): the next scenario, i915-churn, checks it stayed unaffected.
 # With I915CYCLES/I915FINAL in i915.cfg the guest goes on after GUEST-I915-DONE and this
 # scenario leaves it running for i915-churn ($ST/i915-keep); otherwise it destroys it.
 . /scenarios/common.sh
@@ -22,19 +22,20 @@ N=hvmi915
 avail_now >$ST/avail-start || fail "setup: xengt-ctl types --json failed: $(tail -n1 /tmp/types.err)"
 rm -f $ST/i915-keep $ST/bystander-domid $ST/bystander-error
 bystander() {
-    local w why
+    local w i=0
     xengt-ctl create /guest/bystander.cfg >/tmp/create-by.out 2>&1 || { echo "xengt-ctl create bystander.cfg: $(tail -n1 /tmp/create-by.out)"; return 1; }
     w=$(xl domid bystander 2>/dev/null) || { echo "no domain bystander after xengt-ctl create"; return 1; }
     echo "$w" >$ST/bystander-domid
-    why=$(publish_params "$w") || { echo "$why"; return 1; }
     backend_dir "$w" >$ST/bystander-backend || { echo "no backend node for the bystander $w"; return 1; }
-    # A baseline before the abuse: the bystander's vGPU answers correctly.
-    wait_console bystander '^GUEST-WATCH round=2 ' 300 || { echo "no second GUEST-WATCH round in 300s: $(grep '^GUEST-' "$(console_log bystander)" | tail -n1)"; return 1; }
-    grep -q '^GUEST-WATCH .*bad=' "$(console_log bystander)" && { echo "its vGPU misbehaves already: $(grep '^GUEST-WATCH .*bad=' "$(console_log bystander)" | head -n1)"; return 1; }
-    return 0
+    # Its first access (hvmloader's PCI scan) opens its trace file: wait for that, so the
+    # fd baseline below includes it. (Whether it answers correctly is i915-churn's check.)
+    until [ -e "/var/log/xengtd-mmio-$w.trace" ]; do
+        i=$((i + 1)); [ $i -lt 180 ] || { echo "no access from the bystander $w in 180s"; return 1; }
+        sleep 1
+    done
 }
 if why=$(bystander); then
-    say "bystander domain $(cat $ST/bystander-domid) answering: $(grep '^GUEST-WATCH' "$(console_log bystander)" | tail -n1)"
+    say "bystander domain $(cat $ST/bystander-domid) created (HVM)"
 else
     say "bystander: $why"; echo "$why" >$ST/bystander-error
 fi
