@@ -21,13 +21,28 @@ phase "fetch Debian packages"
 "$NX/fetch.sh"
 phase "build dom0, HVM and i915 guest initramfs"
 NX_WITH_HVM=1 NX_WITH_I915=1 "$NX/mkroot.sh"
+LOG=target/nested-xen/serial-i915.log
+boot() {
+    set +e
+    # -smp 2: with one outer CPU a spinning guest vCPU starves dom0 (recipe pitfall 2).
+    NX_LOG=$LOG NX_SMP=2 NX_TIMEOUT=${NX_I915_LIMIT:-2700} "$NX/run.sh" i915 i915-churn | tee target/nested-xen/summary-i915.txt
+    rc=${PIPESTATUS[0]}
+    set -e
+}
 phase "boot nested Xen: i915"
-set +e
-# -smp 2: with one outer CPU a spinning guest vCPU starves dom0 (recipe pitfall 2).
-NX_LOG=target/nested-xen/serial-i915.log NX_SMP=2 NX_TIMEOUT=${NX_I915_LIMIT:-2700} "$NX/run.sh" i915 i915-churn | tee target/nested-xen/summary-i915.txt
-rc=${PIPESTATUS[0]}
-set -e
-"$NX/extract.sh" target/nested-xen/serial-i915.log target/nested-xen || true
-grep -E '^\[[^]]*\] (G\| GUEST-(I915|STORE|DISPLAY|CYCLE|FINAL)|\[i915(-churn)? )' target/nested-xen/serial-i915.log | tail -n 30 || true
-phase "done rc=$rc; serial log: target/nested-xen/serial-i915.log"
+boot
+# One retry, for one cause only: the bystander guest's CPU triple-faulted (Xen says so) while
+# every answer its vGPU gave was right. Guests under nested TCG do this now and then in
+# their timer interrupt, with nothing of the vGPU involved (tests/nested-xen/README.md,
+# boot 8); every check still has to pass on the retry.
+if [ "$rc" != 0 ] && grep -q 'FAIL i915-churn: stage i bystander: domain [0-9]* died during the churn; Xen: [^;]*Triple fault' "$LOG" &&
+    ! grep -q '^\[[^]]*\] FAIL i915:' "$LOG" && ! grep -q 'GUEST-WATCH .*bad=' "$LOG"; then
+    echo "RETRY nested-xen-i915: $(grep -o 'stage i bystander: domain [0-9]* died[^;]*; Xen: [^;]*' "$LOG" | head -n1)"
+    mv "$LOG" target/nested-xen/serial-i915-first.log
+    phase "boot nested Xen: i915 (retry; first log kept as serial-i915-first.log)"
+    boot
+fi
+"$NX/extract.sh" "$LOG" target/nested-xen || true
+grep -E '^\[[^]]*\] (G\| GUEST-(I915|STORE|DISPLAY|CYCLE|FINAL|IGT)|\[i915(-churn)? )' "$LOG" | tail -n 30 || true
+phase "done rc=$rc; serial log: $LOG"
 exit "$rc"

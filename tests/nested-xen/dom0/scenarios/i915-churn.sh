@@ -70,7 +70,7 @@ grep -q '^GUEST-CYCLES done=5 ok=5 ' "$L" || fail "stage f cycles: $(grep '^GUES
 say "stage f: 5 load/unload cycles clean; $(grep '^GUEST-CYCLES' "$L")"
 # A dead bystander would make the capacity checks below misleading: say so first.
 xenstore-exists "/local/domain/$W" 2>/dev/null ||
-    fail "stage i bystander: domain $W died during the churn; Xen: $(xl dmesg 2>/dev/null | grep -E "d${W}v[0-9]" | tail -n1); its last line: $(grep '^GUEST-' "$WL" | tail -n1)"
+    fail "stage i bystander: domain $W died during the churn; Xen: $(xl dmesg 2>/dev/null | grep -E "d${W}v[0-9]+ (Triple fault|.*crash)" | tail -n1 | grep . || xl dmesg 2>/dev/null | grep -E "d${W}v[0-9]" | tail -n1); its last line: $(grep '^GUEST-' "$WL" | tail -n1)"
 # ---- h: nothing left behind, nothing else hurt
 wait_no_leftovers "$D" "$BE" 30 || fail "stage h cleanup: 30s after destroy still:$LEFT"
 daemon_alive && [ "$(cat $ST/xengtd.pid)" = "$PID" ] || fail "stage h cleanup: xengtd (pid $PID) is gone: $(tail -n1 /var/log/xengtd.log)"
