@@ -32,7 +32,7 @@ put_elf() {
     local r=$1 src=$2 dst=$3 lib
     mkdir -p "$r$(dirname "$dst")"
     cp -L "$src" "$r$dst"
-    if ldd "$src" 2>&1 | grep -q 'not found'; then
+    if ldd "$src" 2>&1 | grep 'not found' >/dev/null; then   # not -q: SIGPIPE under pipefail
         nx_die "unresolved libraries for $src: $(ldd "$src" | grep 'not found' | tr -s ' \n' ' ')"
     fi
     for lib in $(ldd "$src" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $3}'); do

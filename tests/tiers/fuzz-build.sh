@@ -43,7 +43,7 @@ mapfile -t TARGETS < <(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep 
 [ "${#TARGETS[@]}" -gt 0 ] || fail "no fuzz targets listed in fuzz/Cargo.toml"
 for src in fuzz/fuzz_targets/*.rs; do
     name=$(basename "$src" .rs)
-    printf '%s\n' "${TARGETS[@]}" | grep -qx "$name" || fail "$src is not a [[bin]] in fuzz/Cargo.toml"
+    printf '%s\n' "${TARGETS[@]}" | grep -x "$name" >/dev/null || fail "$src is not a [[bin]] in fuzz/Cargo.toml"
 done
 
 WORK=$(mktemp -d /tmp/xengt-fuzz.XXXXXX)
