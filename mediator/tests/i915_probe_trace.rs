@@ -473,6 +473,32 @@ impl Replay {
             })
             .collect()
     }
+
+    /// No wrong answer, and every offset touched has a deliberate answer.
+    fn assert_clean(&self) {
+        assert!(
+            self.errors.is_empty(),
+            "{} wrong answers:\n{}",
+            self.errors.len(),
+            self.errors.join("\n")
+        );
+        assert_eq!(
+            self.unexplained(),
+            Vec::<u32>::new(),
+            "untracked, unexplained offsets"
+        );
+    }
+
+    /// A replayer over `v`; `trust_trace` checks reads against the trace's values too.
+    fn new(v: Vgpu, trust_trace: bool) -> Self {
+        Replay {
+            v,
+            ctx: Ctx::default(),
+            trust_trace,
+            errors: Vec::new(),
+            touched: BTreeSet::new(),
+        }
+    }
 }
 
 fn replay(
@@ -485,13 +511,7 @@ fn replay(
     let (v, fx) = recipe_vgpu(low, high, backing);
     let bar0_effects: Vec<&Effect> = fx.as_slice().iter().collect();
     assert!(!bar0_effects.is_empty());
-    let mut r = Replay {
-        v,
-        ctx: Ctx::default(),
-        trust_trace: trust,
-        errors: Vec::new(),
-        touched: BTreeSet::new(),
-    };
+    let mut r = Replay::new(v, trust);
     r.run(&parse(fixture));
     r
 }
@@ -505,17 +525,7 @@ fn completed_probe_gpu5_gets_every_answer_it_depends_on() {
         GgttBacking::Ram,
         true,
     );
-    assert!(
-        r.errors.is_empty(),
-        "{} wrong answers:\n{}",
-        r.errors.len(),
-        r.errors.join("\n")
-    );
-    assert_eq!(
-        r.unexplained(),
-        Vec::<u32>::new(),
-        "untracked, unexplained offsets"
-    );
+    r.assert_clean();
     assert!(r.ctx.rule_checks > 150, "{}", r.ctx.rule_checks);
     assert!(r.ctx.trace_checks > 50, "{}", r.ctx.trace_checks);
     let c = r.v.counters();
@@ -552,17 +562,7 @@ fn mode0_probe_gpu2_would_not_have_timed_out() {
         GgttBacking::Trapped,
         false,
     );
-    assert!(
-        r.errors.is_empty(),
-        "{} wrong answers:\n{}",
-        r.errors.len(),
-        r.errors.join("\n")
-    );
-    assert_eq!(
-        r.unexplained(),
-        Vec::<u32>::new(),
-        "untracked, unexplained offsets"
-    );
+    r.assert_clean();
     let c = r.v.counters();
     assert_eq!(c.unsupported_accesses, 0);
     assert_eq!(c.elsp_submissions, 4);
@@ -581,13 +581,7 @@ fn answers_the_traces_do_not_exercise() {
         (0x4000_0000, 256 * MIB),
         GgttBacking::Trapped,
     );
-    let mut r = Replay {
-        v,
-        ctx: Ctx::default(),
-        trust_trace: false,
-        errors: Vec::new(),
-        touched: BTreeSet::new(),
-    };
+    let mut r = Replay::new(v, false);
     let w = |r: &mut Replay, off: u32, val: u32| {
         r.v.write(
             Space::Mmio,
@@ -631,17 +625,7 @@ fn nested_xengtd_probe_has_a_deliberate_answer_for_every_register() {
         GgttBacking::Ram,
         false,
     );
-    assert!(
-        r.errors.is_empty(),
-        "{} wrong answers:\n{}",
-        r.errors.len(),
-        r.errors.join("\n")
-    );
-    assert_eq!(
-        r.unexplained(),
-        Vec::<u32>::new(),
-        "untracked, unexplained offsets"
-    );
+    r.assert_clean();
     assert!(r.ctx.rule_checks > 100, "{}", r.ctx.rule_checks);
     let c = r.v.counters();
     assert_eq!(c.unsupported_accesses, 0);
