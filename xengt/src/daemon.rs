@@ -328,9 +328,22 @@ impl Daemon {
         Ok(info)
     }
 
-    /// Destroys a vGPU (and a simulated domain the daemon started).
+    /// Destroys a vGPU (and a simulated domain the daemon started). Finds out first
+    /// whether the domain is gone; a caller that already knows uses
+    /// [`Daemon::destroy_of_dead_domain`].
     pub fn destroy(&mut self, domid: u16) -> Result<VgpuInfo, ErrorBody> {
-        if self.vgpus.contains_key(&domid) && self.domain_gone(domid) {
+        let gone = self.vgpus.contains_key(&domid) && self.domain_gone(domid);
+        self.destroy_known(domid, gone)
+    }
+
+    /// Destroys the vGPU of a domain known to be gone: no final effects are applied, and
+    /// the hypervisor's refusals during teardown are expected.
+    pub fn destroy_of_dead_domain(&mut self, domid: u16) -> Result<VgpuInfo, ErrorBody> {
+        self.destroy_known(domid, true)
+    }
+
+    fn destroy_known(&mut self, domid: u16, gone: bool) -> Result<VgpuInfo, ErrorBody> {
+        if gone {
             self.backend.mark_domain_gone(domid);
         }
         let Some(mut v) = self.vgpus.remove(&domid) else {
@@ -372,7 +385,7 @@ impl Daemon {
     pub fn tick(&mut self) {
         for domid in self.backend.tick() {
             tracing::warn!(domid, "domain gone while delivering timer effects");
-            let _ = self.destroy(domid);
+            let _ = self.destroy_of_dead_domain(domid);
         }
     }
 

@@ -240,7 +240,7 @@ impl Hotplug {
             .collect();
         for (domid, origin) in dead {
             tracing::info!(domid, ?origin, "domain released; destroying its vGPU");
-            let _ = daemon.destroy(domid);
+            let _ = daemon.destroy_of_dead_domain(domid);
             if origin == Origin::Control {
                 continue;
             }
