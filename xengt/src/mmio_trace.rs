@@ -59,6 +59,15 @@ impl MmioTrace {
         }
     }
 
+    /// A trace into a new (buffered) file at `path`.
+    pub fn to_file(path: &Path, max_lines: u64) -> std::io::Result<Self> {
+        let f = std::fs::File::create(path)?;
+        Ok(MmioTrace::new(
+            Box::new(std::io::BufWriter::new(f)),
+            max_lines,
+        ))
+    }
+
     /// Access lines written so far.
     pub fn lines(&self) -> u64 {
         self.lines
@@ -161,11 +170,7 @@ impl TraceSink {
                 open: BTreeMap::new(),
             });
         }
-        let f = std::fs::File::create(path)?;
-        Ok(TraceSink::Shared(MmioTrace::new(
-            Box::new(std::io::BufWriter::new(f)),
-            max_lines,
-        )))
+        Ok(TraceSink::Shared(MmioTrace::to_file(path, max_lines)?))
     }
 
     /// The file name of `domid`'s trace in per-domain mode.
@@ -185,11 +190,8 @@ impl TraceSink {
                 .entry(domid)
                 .or_insert_with(|| {
                     let path = TraceSink::domain_path(template, domid);
-                    match std::fs::File::create(&path) {
-                        Ok(f) => Some(MmioTrace::new(
-                            Box::new(std::io::BufWriter::new(f)),
-                            *max_lines,
-                        )),
+                    match MmioTrace::to_file(&path, *max_lines) {
+                        Ok(t) => Some(t),
                         Err(e) => {
                             tracing::warn!(domid, path = %path.display(), "MMIO trace not created: {e}");
                             None
