@@ -8,17 +8,9 @@
 # Artifacts: target/nested-xen/{serial-i915.log,summary-i915.txt,i915-screen.png,i915-mmio.trace}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-NX=tests/nested-xen
-t0=$SECONDS
-phase() { printf '[nested-xen-i915 tier] %s (t=%ss)\n' "$*" $((SECONDS - t0)); }
-command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
-    { echo "FAIL nested-xen-i915: needs a Debian 12 host (apt-get, dpkg)"; exit 1; }
+. tests/nested-xen/tier.sh
 command -v gcc >/dev/null || { echo "FAIL nested-xen-i915: needs gcc (static i915-store for the guest)"; exit 1; }
-phase "cargo build --release (xengtd, xengt-ctl)"
-cargo build --release -p xengt -p xengt-tools 2>&1 | tail -n 3 ||
-    { echo "FAIL nested-xen-i915: cargo build --release failed"; exit 1; }
-phase "fetch Debian packages"
-"$NX/fetch.sh"
+tier_start nested-xen-i915
 phase "build dom0, HVM and i915 guest initramfs"
 NX_WITH_HVM=1 NX_WITH_I915=1 "$NX/mkroot.sh"
 LOG=target/nested-xen/serial-i915.log

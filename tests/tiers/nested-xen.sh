@@ -8,21 +8,9 @@
 #      guest: hvm-smoke, ~160 s, and qemu-xen in dom0).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-NX=tests/nested-xen
-t0=$SECONDS
-phase() { printf '[nested-xen tier] %s (t=%ss)\n' "$*" $((SECONDS - t0)); }
+. tests/nested-xen/tier.sh
+tier_start nested-xen
 
-command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
-    { echo "FAIL nested-xen: needs a Debian 12 host (apt-get, dpkg) to fetch Xen/QEMU/kernel packages"; exit 1; }
-[ "$(uname -m)" = x86_64 ] || { echo "FAIL nested-xen: needs an x86_64 host"; exit 1; }
-
-phase "cargo build --release (xengtd, xengt-ctl)"
-cargo build --release -p xengt -p xengt-tools 2>&1 | tail -n 3 ||
-    cargo build --release --workspace --bins 2>&1 | tail -n 3 ||
-    { echo "FAIL nested-xen: cargo build --release failed"; exit 1; }
-
-phase "fetch Debian packages"
-"$NX/fetch.sh"
 phase "build dom0 and guest initramfs"
 scen="xlinfo pvh-hello hotplug pvinfo ggtt fuzz-bars teardown"
 if [ "${XENGT_NESTED_HVM:-1}" = 1 ]; then scen="$scen hvm-smoke"; fi
