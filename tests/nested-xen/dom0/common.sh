@@ -134,11 +134,9 @@ stream_guest() {
 # words (empty when nothing is): its backend node, xengtd's record, its /local/domain
 # directory, a listing by xengt-ctl, an answer to xengt-ctl info, a "(null)" zombie domain.
 vgpu_leftovers() {
-    local d=$1 be=$2 left=""
+    local d=$1 be=$2 left="" bd
     [ -n "$be" ] && xenstore-exists "$be" 2>/dev/null && left="$left backend-node:$be"
-    for t in vgt vgpu xengt; do
-        xenstore-exists "/local/domain/0/backend/$t/$d" 2>/dev/null && left="$left backend-dir:$t/$d"
-    done
+    bd=$(backend_dir "$d") && left="$left backend-dir:${bd%/0}"
     xenstore-exists "/xengt/vgpu/$d" 2>/dev/null && left="$left record:/xengt/vgpu/$d"
     xenstore-exists "/local/domain/$d" 2>/dev/null && left="$left /local/domain/$d"
     if xengt-ctl list --json >/tmp/list-left.json 2>/dev/null; then
