@@ -287,6 +287,15 @@ impl Vgpu {
         &self.mem
     }
 
+    /// Whether guest-physical `addr` lies in one of the vGPU's MMIO regions (a BAR the
+    /// guest enabled). An MMIO request outside them is not the vGPU's register space.
+    pub fn claims_mmio(&self, addr: u64) -> bool {
+        !matches!(
+            self.routes.resolve(addr, 1),
+            Err(crate::bus::BusError::Unclaimed { .. })
+        )
+    }
+
     /// Whether RING_MODE enabled execlists on `e`.
     pub fn execlists_enabled(&self, e: EngineId) -> bool {
         self.state.execlists_enabled[engine_index(e)]

@@ -17,6 +17,7 @@ pub const PVINFO_MAGIC: u64 = 0x4776_5447_7654_4776;
 const PVINFO: u64 = 0x78000;
 const GTT_OFFSET: u64 = 0x80_0000;
 const MASTER_IRQ: u64 = 0x44200;
+const GDRST: u64 = 0x941c;
 /// HWSP byte offset where the model's breadcrumb seqno lands.
 pub const SEQNO_OFFSET: u64 = 0x100;
 
@@ -326,6 +327,27 @@ impl<'a> GuestGpu<'a> {
             },
         );
         Ok(())
+    }
+
+    /// What i915 does at `rmmod` (`i915_ppgtt` release, then `intel_engines_release`):
+    /// the PPGTT is announced destroyed (g2v code 5), then a full GPU reset (GDRST
+    /// GRDOM_FULL, polled until the bit clears). Nothing waits for work in flight. The
+    /// GGTT entries are left as they are, still pointing at the frames (gen8's
+    /// `clear_range` is a no-op), and the driver gives every frame of its RAM range back
+    /// to the kernel, which may reuse it at once. Returns that range.
+    pub fn unload(self) -> (u64, u64) {
+        if let Some(pt) = self.ppgtt {
+            self.reg_write(PVINFO + 0x838, lo(pt.pml4));
+            self.reg_write(PVINFO + 0x83C, hi(pt.pml4));
+            self.reg_write(PVINFO + 0x818, 5);
+        }
+        self.reg_write(GDRST, 1);
+        for _ in 0..100 {
+            if self.reg_read(GDRST) & 1 == 0 {
+                break;
+            }
+        }
+        self.cfg.ram
     }
 
     /// A surface in the mappable window, mapped at the same GMA in the PPGTT.

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::bus::{IoHandler, Space};
-use crate::effects::Effects;
+use crate::effects::{Effect, Effects};
 use crate::host::{EngineId, HostGpu};
 use crate::manager::VgpuId;
+use crate::memory::PAGE_SHIFT;
 use crate::regs::MMIO_SIZE;
 use crate::vgpu::{Vgpu, VgpuEvent};
 use crate::workload::PipelineOutput;
@@ -73,11 +74,50 @@ impl IoHandler for GvtIo<'_> {
                 });
                 return true;
             }
+            if space == Space::Mmio && !vgpu.claims_mmio(addr) {
+                let gfn = addr >> PAGE_SHIFT;
+                if vgpu.mem().owns_frame(gfn) {
+                    commit_unprotected(vgpu, c, addr, data, fx);
+                    return true;
+                }
+            }
             vgpu.write(space, addr, data, fx);
             drain_events(vgpu, c, host, fx);
             true
         });
     }
+}
+
+/// A write to guest RAM outside the vGPU's BARs that the pipeline does not protect.
+///
+/// The platform forwards a write to a RAM frame only while the frame is typed for this
+/// server (Xen's `p2m_ioreq_server`), and such a write is not committed by the platform.
+/// The model has stopped protecting this frame (its PPGTT was destroyed or re-walked, or
+/// lifting the protection failed), so the write is the guest's own store into a frame it
+/// may already reuse for anything: dropping it would corrupt the guest. It is committed,
+/// counted (`unprotected_ram_writes`), and the protection is lifted again.
+fn commit_unprotected(vgpu: &Vgpu, c: &mut VgpuCtx, addr: u64, data: &[u8], fx: &mut Effects) {
+    c.unprotected_ram_writes = c.unprotected_ram_writes.saturating_add(1);
+    let n = c.unprotected_ram_writes;
+    let ok = vgpu.mem().write(addr, data).is_ok();
+    if !ok {
+        c.unprotected_ram_write_errors = c.unprotected_ram_write_errors.saturating_add(1);
+    }
+    // Rate-limited: the 1st, 2nd, 4th, 8th... occurrence.
+    if n.is_power_of_two() {
+        warn!(
+            vgpu = vgpu.config().id,
+            gpa = format_args!("{addr:#x}"),
+            len = data.len(),
+            committed = ok,
+            count = n,
+            "trapped write to an unprotected guest RAM frame: committed, protection lifted"
+        );
+    }
+    fx.push(Effect::WriteProtect {
+        gfn: addr >> PAGE_SHIFT,
+        protect: false,
+    });
 }
 
 /// Reflects the guest GGTT entries changed since the last call into the host GGTT.

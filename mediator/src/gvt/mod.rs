@@ -113,6 +113,10 @@ struct VgpuCtx {
     accesses: u64,
     /// Writes to write-protected page-table frames.
     protected_writes: u64,
+    /// Trapped writes to guest RAM the pipeline does not protect (committed).
+    unprotected_ram_writes: u64,
+    /// Of those, writes that could not be committed (the frame would not map).
+    unprotected_ram_write_errors: u64,
     /// Interrupt events raised from the pipeline.
     irqs_raised: u64,
     /// Submissions the host refused.
@@ -333,6 +337,8 @@ impl Gvt {
                 engine_ns: [0; 4],
                 accesses: 0,
                 protected_writes: 0,
+                unprotected_ram_writes: 0,
+                unprotected_ram_write_errors: 0,
                 irqs_raised: 0,
                 host_refusals: 0,
                 dropped: 0,

@@ -55,6 +55,13 @@ pub struct VgpuStats {
     pub ppgtt_foreign_entries: u64,
     /// Trapped writes to write-protected page tables.
     pub protected_writes: u64,
+    /// Trapped writes to guest RAM the vGPU no longer protects, committed for the guest
+    /// (see `GvtIo`); non-zero means the platform's protection outlived the model's.
+    #[serde(default)]
+    pub unprotected_ram_writes: u64,
+    /// Of those, writes that could not be committed.
+    #[serde(default)]
+    pub unprotected_ram_write_errors: u64,
     /// Re-shadows after such writes.
     pub ppgtt_reshadows: u64,
     /// Host execution faults (e.g. an unmapped address).
@@ -136,6 +143,8 @@ impl Gvt {
             ppgtt_errors: p.ppgtt_errors,
             ppgtt_foreign_entries: pp.foreign_entries,
             protected_writes: c.protected_writes,
+            unprotected_ram_writes: c.unprotected_ram_writes,
+            unprotected_ram_write_errors: c.unprotected_ram_write_errors,
             ppgtt_reshadows: pp.reshadows,
             faults: p.faults,
             hangs: p.hangs,

@@ -2,6 +2,7 @@
 //! applies effects like a hypervisor would (MSIs queued, write-protected frames trapped).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ struct Local {
     id: VgpuId,
     ram: Arc<VecMemory>,
     protected: Mutex<HashSet<u64>>,
+    /// Models a platform that refuses to lift write protection (Xen's `set_mem_type`
+    /// failing): `WriteProtect { protect: false }` effects are ignored.
+    sticky_protection: AtomicBool,
     msis: Mutex<VecDeque<Msi>>,
 }
 
@@ -41,6 +45,7 @@ impl Local {
             id,
             ram,
             protected: Mutex::new(HashSet::new()),
+            sticky_protection: AtomicBool::new(false),
             msis: Mutex::new(VecDeque::new()),
         }
     }
@@ -54,7 +59,9 @@ impl Local {
                 Effect::WriteProtect { gfn, protect: true } => {
                     self.protected.lock().unwrap().insert(gfn);
                 }
-                Effect::WriteProtect { gfn, .. } => {
+                Effect::WriteProtect { gfn, .. }
+                    if !self.sticky_protection.load(Ordering::Relaxed) =>
+                {
                     self.protected.lock().unwrap().remove(&gfn);
                 }
                 _ => {}
@@ -161,6 +168,114 @@ impl GuestPort for Local {
 }
 
 const WAIT: Duration = Duration::from_secs(5);
+
+/// The guest model's first driver instance lives in this RAM range, the second in the next.
+const FIRST: (u64, u64) = (0x10_0000, 0x80_0000);
+const SECOND: (u64, u64) = (0x80_0000, 0x100_0000);
+const REUSED: u8 = 0xA5;
+
+/// Fills every frame of `range` with [`REUSED`] through the guest's own RAM path (a
+/// write to a frame the platform still protects traps, as on Xen).
+fn reuse_frames(port: &Local, range: (u64, u64)) {
+    let page = [REUSED; 4096];
+    for gpa in (range.0..range.1).step_by(4096) {
+        port.ram().write(gpa, &page).unwrap();
+    }
+}
+
+/// The first page of `range` that no longer holds only [`REUSED`] bytes.
+fn first_changed_page(port: &Local, range: (u64, u64)) -> Option<u64> {
+    let mut page = [0u8; 4096];
+    (range.0..range.1).step_by(4096).find(|gpa| {
+        port.ram.read(*gpa, &mut page).unwrap();
+        page.iter().any(|b| *b != REUSED)
+    })
+}
+
+/// Issue 16: i915 unloads (PPGTT destroyed, full reset, frames freed; its GGTT entries
+/// still point at them), the kernel reuses the frames, i915 loads again elsewhere. No
+/// write of the vGPU may land in the freed frames: not a completion of work that was in
+/// flight at the reset (context head write-back, CSB/HWSP), not a CSB event through the
+/// old HWS_PGA, not a seqno.
+#[test]
+fn after_unload_no_vgpu_write_lands_in_the_freed_frames() {
+    let port = Local::new("xengt_V5_4");
+    let cfg = |ram| GuestConfig {
+        ram,
+        ..GuestConfig::default()
+    };
+    let mut g = GuestGpu::probe(&port, cfg(FIRST)).unwrap();
+    g.enable_engine(EngineId::Rcs).unwrap();
+    g.enable_engine(EngineId::Bcs).unwrap();
+    let s = g.create_surface(64, 32).unwrap();
+    let seq = g.fill(&s, (0, 0, 64, 32), 0x11).unwrap();
+    assert_eq!(g.wait(EngineId::Bcs, WAIT).unwrap().seqno, seq);
+    // Work left in flight on both engines when the driver goes away.
+    g.fill(&s, (0, 0, 8, 8), 0x22).unwrap();
+    g.submit_ring(EngineId::Rcs, &[0; 4]).unwrap();
+    let freed = g.unload();
+    reuse_frames(&port, freed);
+    // Whatever the vGPU still had pending is delivered now.
+    {
+        let mut gvt = port.gvt.lock().unwrap();
+        for _ in 0..8 {
+            if let Some(d) = gvt.next_deadline() {
+                if d > port.clock.now() {
+                    port.clock.advance(d - port.clock.now());
+                }
+            }
+            for (_, f) in gvt.poll() {
+                drop(f);
+            }
+        }
+    }
+    assert_eq!(first_changed_page(&port, freed), None, "after the reset");
+    // The next driver instance maps the same GMAs to new frames and runs work.
+    let mut g = GuestGpu::probe(&port, cfg(SECOND)).unwrap();
+    g.enable_engine(EngineId::Rcs).unwrap();
+    g.enable_engine(EngineId::Bcs).unwrap();
+    let s = g.create_surface(64, 32).unwrap();
+    let seq = g.fill(&s, (0, 0, 64, 32), 0x33).unwrap();
+    let done = g.wait(EngineId::Bcs, WAIT).unwrap();
+    assert_eq!((done.error, done.seqno), (false, seq));
+    assert_eq!(g.pixel(&s, 63, 31), Some(0x33));
+    let seq = g.submit_ring(EngineId::Rcs, &[0; 4]).unwrap();
+    assert_eq!(g.wait(EngineId::Rcs, WAIT).unwrap().seqno, seq);
+    assert_eq!(first_changed_page(&port, freed), None, "after the reload");
+    let st = port.stats();
+    assert_eq!(st.unprotected_ram_writes, 0, "{st:?}");
+    assert!(st.dropped + st.completed >= 3, "{st:?}");
+}
+
+/// Issue 16: when the platform keeps a frame write-protected after the vGPU released it
+/// (lifting the protection failed), the guest's stores into the reused frame still trap
+/// to the vGPU. They are the guest's own data and must be committed, never dropped.
+#[test]
+fn a_trapped_write_to_an_unprotected_frame_is_committed() {
+    let port = Local::new("xengt_V5_4");
+    let mut g = GuestGpu::probe(
+        &port,
+        GuestConfig {
+            ram: FIRST,
+            ..GuestConfig::default()
+        },
+    )
+    .unwrap();
+    g.enable_engine(EngineId::Bcs).unwrap();
+    let s = g.create_surface(16, 16).unwrap();
+    let seq = g.fill(&s, (0, 0, 16, 16), 0x44).unwrap();
+    assert_eq!(g.wait(EngineId::Bcs, WAIT).unwrap().seqno, seq);
+    let tables = port.protected.lock().unwrap().len() as u64;
+    assert!(tables >= 4, "the PPGTT's table frames are protected");
+    port.sticky_protection.store(true, Ordering::Relaxed);
+    let freed = g.unload();
+    assert_eq!(port.protected.lock().unwrap().len() as u64, tables);
+    reuse_frames(&port, freed);
+    assert_eq!(first_changed_page(&port, freed), None);
+    let st = port.stats();
+    assert_eq!(st.unprotected_ram_writes, tables, "{st:?}");
+    assert_eq!(st.unprotected_ram_write_errors, 0);
+}
 
 #[test]
 fn a_guest_blit_lands_in_its_memory_and_the_seqno_advances() {
