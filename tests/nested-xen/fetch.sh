@@ -19,15 +19,24 @@ resolve() {
     rm -f "$empty"
 }
 
+update_lists() {
+    nx_log "apt-get update"
+    apt-get update -q >/dev/null || nx_die "apt-get update failed"
+}
+# An empty cache (a fresh machine) resolves against fresh package lists: a machine's lists
+# can be older than the archive, and a closure resolved against them names versions that
+# are gone (404), or differs from the one the next tier resolves after an update.
+[ -n "$(ls -A "$NX_CACHE/debs")" ] || update_lists
+
 # Resolving costs seconds to tens of seconds on a loaded box: keep the answer, keyed on the
 # package list and the apt lists it came from.
-key=$( { echo "$NX_PACKAGES"; ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null; } | sha256sum | cut -c1-16)
+lists_key() { { echo "$NX_PACKAGES"; ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null; } | sha256sum | cut -c1-16; }
+key=$(lists_key)
 closure=
 if [ -s "$NX_CACHE/closure-$key" ]; then closure=$(cat "$NX_CACHE/closure-$key"); else closure=$(resolve || true); fi
-if [ -z "$closure" ] && [ -z "$(ls -A "$NX_CACHE/debs")" ]; then
-    nx_log "package lists lack our packages; apt-get update (once)"
-    apt-get update -q >/dev/null || nx_die "apt-get update failed"
-    closure=$(resolve || true)
+if [ -z "$closure" ]; then
+    nx_log "package lists lack our packages"
+    update_lists; key=$(lists_key); closure=$(resolve || true)
 fi
 [ -n "$closure" ] || nx_die "cannot resolve packages: $NX_PACKAGES"
 rm -f "$NX_CACHE"/closure-*; echo "$closure" >"$NX_CACHE/closure-$key"
@@ -36,32 +45,41 @@ rm -f "$NX_CACHE"/closure-*; echo "$closure" >"$NX_CACHE/closure-$key"
 # tiers may apt-get install xen-utils at any time); of the rest, only what the host lacks
 # (the host's libc etc. serve ldd and the initramfs).
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' 2>/dev/null | awk '/ ok installed$/ {print $1}' | tr '\n' ' ')
-need=()
-for p in $closure; do
-    case $p in
-        xen-* | libxen* | xenstore-* | qemu-* | seabios | ipxe-qemu | busybox-static | cpio | linux-image-* | jq | libjq* | libonig* | intel-gpu-tools)
-            need+=("$p"); continue ;;
-    esac
-    case " $installed " in
-        *" $p "*) ;;
-        *) need+=("$p") ;;
-    esac
-done
-stamp="$NX_CACHE/.unpacked-$(printf '%s\n' "${need[@]}" | sort | sha256sum | cut -c1-16)"
+plan() {
+    need=(); missing=()
+    local p
+    for p in $closure; do
+        case $p in
+            xen-* | libxen* | xenstore-* | qemu-* | seabios | ipxe-qemu | busybox-static | cpio | linux-image-* | jq | libjq* | libonig* | intel-gpu-tools)
+                need+=("$p"); continue ;;
+        esac
+        case " $installed " in
+            *" $p "*) ;;
+            *) need+=("$p") ;;
+        esac
+    done
+    for p in "${need[@]}"; do
+        ls "$NX_CACHE/debs/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p")
+    done
+    stamp="$NX_CACHE/.unpacked-$(printf '%s\n' "${need[@]}" | sort | sha256sum | cut -c1-16)"
+}
+plan
 if [ -e "$stamp" ]; then
     nx_log "cache up to date ($NX_CACHE, ${#need[@]} packages)"
     exit 0
 fi
-
-missing=()
-for p in "${need[@]}"; do
-    ls "$NX_CACHE/debs/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p")
-done
+download() { (cd "$NX_CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null); }
 if [ ${#missing[@]} -gt 0 ]; then
     nx_log "apt-get download ${#missing[@]} packages"
-    (cd "$NX_CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null) ||
-        { apt-get update -q >/dev/null && (cd "$NX_CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null); } ||
-        nx_die "apt-get download failed for: ${missing[*]}"
+    if ! download; then
+        # The lists named versions the archive no longer has: resolve anew against fresh
+        # lists (names can change too, e.g. the kernel's ABI number) and fetch that.
+        update_lists; key=$(lists_key); closure=$(resolve || true)
+        [ -n "$closure" ] || nx_die "cannot resolve packages: $NX_PACKAGES"
+        rm -f "$NX_CACHE"/closure-*; echo "$closure" >"$NX_CACHE/closure-$key"
+        plan
+        [ ${#missing[@]} -eq 0 ] || download || nx_die "apt-get download failed for: ${missing[*]}"
+    fi
 fi
 
 rm -rf "$NX_ROOT" && mkdir -p "$NX_ROOT"

@@ -133,8 +133,13 @@ cp "$NX_DIR"/dom0/scenarios/*.sh "$NX_DIR/dom0/common.sh" "$R/scenarios/"
 # Kernels: the bzImage's xz payload costs dom0 ~25 s of TCG time to decompress per
 # `xl create`, and Xen ~4 s for dom0. So dom0 boots the plain ELF vmlinux (a separate
 # multiboot module, not in the cpio) and PVH guests get it gzip'ed (zlib in libxenguest is fast); HVM guests' qemu-xen needs the bzImage.
+# The unpacked vmlinux is reused only for the same kernel file: keyed on its version and
+# checksum, not on mtimes (dpkg -x keeps the package's old mtimes, so a newer kernel
+# fetched later looks older than the vmlinux unpacked before it, and dom0 would boot the
+# old kernel with the new kernel's modules: "invalid module format").
 VMLINUX="$NX_OUT/vmlinux"
-if [ ! -s "$VMLINUX" ] || [ "$NX_ROOT/boot/vmlinuz-$KV" -nt "$VMLINUX" ]; then
+kkey="$KV $(sha256sum "$NX_ROOT/boot/vmlinuz-$KV" | cut -c1-16)"
+if [ ! -s "$VMLINUX" ] || [ ! -s "$NX_OUT/vmlinux.gz" ] || [ "$(cat "$VMLINUX.key" 2>/dev/null)" != "$kkey" ]; then
     off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$NX_ROOT/boot/vmlinuz-$KV" | head -n1 | cut -d: -f1)
     [ -n "$off" ] || nx_die "no xz payload in vmlinuz-$KV"
     # (tail dies of SIGPIPE when xz stops at the end of the stream: judge by the output.)
@@ -142,6 +147,7 @@ if [ ! -s "$VMLINUX" ] || [ "$NX_ROOT/boot/vmlinuz-$KV" -nt "$VMLINUX" ]; then
     [ "$(head -c 4 "$VMLINUX.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || nx_die "cannot unpack vmlinux from vmlinuz-$KV"
     mv "$VMLINUX.tmp" "$VMLINUX"
     gzip -1 -c "$VMLINUX" >"$NX_OUT/vmlinux.gz"
+    echo "$kkey" >"$VMLINUX.key"
 fi
 cp "$NX_OUT/vmlinux.gz" "$R/guest/vmlinux.gz"
 cp "$NX_OUT/guest.cpio" "$R/guest/guest.cpio"
