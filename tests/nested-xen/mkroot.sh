@@ -119,6 +119,7 @@ done
 M="$NX_ROOT/lib/modules/$KV/kernel/drivers/xen"
 for m in xen-privcmd.ko xenfs/xenfs.ko xen-evtchn.ko xen-gntdev.ko xen-gntalloc.ko; do cp "$M/$m" "$R/lib/modules/"; done
 put "$R" /etc/xen/xl.conf
+mkdir -p "$R/boot"; cp "$NX_ROOT/usr/lib/debug/boot/xen-syms-4.17-amd64.map" "$R/boot/xen-syms.map"
 echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"; echo 'root:x:0:' >"$R/etc/group"
 
 # The project's binaries (built by the tier with cargo build --release). Missing ones are

@@ -34,6 +34,48 @@ wait_gone() {
     done
     return 1
 }
+# ksym ADDR: symbol+offset for a text address (16 hex digits): the dom0 kernel's from
+# /proc/kallsyms (guests boot the dom0 kernel image with nokaslr, so their RIPs name the
+# same symbols), or Xen's own for a Xen address (ffff82d0...), from the xen-syms map of
+# the hypervisor's -dbg package (mkroot.sh puts it at /boot/xen-syms.map).
+# Hex strings of equal length compare like the numbers (busybox awk has only doubles).
+ksym() {
+    local map=/proc/kallsyms
+    case $1 in ffff82d0*) map=/boot/xen-syms.map ;; esac
+    awk -v w="$1" '{ a = $1; sub(/^0x/, "", a) }
+        $2 ~ /^[tTwW]$/ && length(a) == 16 && a <= w && a > best { best = a; name = $3 }
+        END { if (name != "") print name " " best }' "$map" 2>/dev/null | {
+        read -r name base || return 0
+        printf '%s+0x%x\n' "$name" $((0x${1#????????} - 0x${base#????????}))
+    }
+}
+# xen_death DOMID: what Xen logged of the domain's end: its triple-fault or crash line and,
+# for a triple fault, the guest RIP, RSP and CR2 of Xen's register dump with the symbol
+# of RIP. Empty when Xen logged nothing about the domain.
+xen_death() {
+    local d=$1 line dump rip what
+    xl dmesg >/tmp/xl-dmesg.txt 2>/dev/null
+    line=$(grep -E "d${d}v[0-9]+ (Triple fault|.*crash)" /tmp/xl-dmesg.txt | tail -n1)
+    [ -n "$line" ] || { grep -E "d${d}v[0-9]" /tmp/xl-dmesg.txt | tail -n1; return 0; }
+    dump=$(sed -n "/d${d}v[0-9]* Triple fault/,\$p" /tmp/xl-dmesg.txt | head -n 12)
+    rip=$(echo "$dump" | grep -m1 -o 'RIP:[^[]*\[<[0-9a-f]*>\]' | sed 's/.*\[<\([0-9a-f]*\)>\]/\1/')
+    printf '%s' "$line" | sed 's/^(XEN) //'
+    if [ -n "$rip" ]; then
+        what=$(ksym "$rip")
+        # The two deaths of the outer emulator (README.md, "Triple faults under nested TCG"):
+        # the CPU re-entering the guest with Xen's own state (RIP right after Xen's VMRUN),
+        # or the guest dying on re-entry right after a LAPIC access that Xen emulated.
+        case $rip:$what in
+            ffff82d0*:svm_asm_do_resume+*) what="Xen's $what: the saved guest state is Xen's own [nested-TCG VMRUN]" ;;
+            ffff82d0*) what="Xen's $what" ;;
+            *:native_apic_mem_write+0x8 | *:native_apic_mem_read+0x8)
+                what="$what, the instruction after its LAPIC access that Xen emulated [nested-TCG VMRUN]" ;;
+        esac
+        printf '; RIP %s = %s; %s' "$rip" "$what" \
+            "$(echo "$dump" | grep -o -E '(rsp|cr2): [0-9a-f]*' | tr '\n' ' ')"
+    fi
+    echo
+}
 # Number as decimal (accepts 0x... or decimal).
 dec() { printf '%d' "$1" 2>/dev/null; }
 daemon_alive() { [ -s $ST/xengtd.pid ] && kill -0 "$(cat $ST/xengtd.pid)" 2>/dev/null; }

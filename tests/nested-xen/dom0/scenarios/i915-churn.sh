@@ -35,24 +35,35 @@ r_start=$(wround)
 i=0; lastS=$nS; still=0
 until grep -q '^GUEST-FINAL insmod start' "$L" 2>/dev/null; do
     sleep 2; i=$((i + 2)); stream_guest "$L"
-    xenstore-exists "/local/domain/$D" 2>/dev/null || fail "stage f cycles: the guest went away before its final probe; last: $(grep '^GUEST-' "$L" | tail -n1)"
+    xenstore-exists "/local/domain/$D" 2>/dev/null || fail "stage f cycles: the guest went away before its final probe; Xen: $(xen_death "$D"); last: $(grep '^GUEST-' "$L" | tail -n1)"
     daemon_alive || fail "stage f cycles: xengtd exited: $(tail -n1 /var/log/xengtd.log)"
     if [ "$nS" -gt "$lastS" ]; then lastS=$nS; still=0; else still=$((still + 2)); fi
     [ "$still" -lt "${I915_STALL:-150}" ] || fail "stage f cycles: guest serial silent for ${still}s; last: $(grep '^GUEST-' "$L" | tail -n1)"
     [ $i -lt "${CHURN_WAIT:-900}" ] || fail "stage f cycles: no final probe after ${i}s; last: $(grep '^GUEST-' "$L" | tail -n1)"
 done
 # ---- g: destroy in the middle of the final probe
-t0=$(wc -l <"$TRACE"); j=0
+# The trigger is xengtd's own count of the domain's accesses (info --json), which only a
+# live guest makes grow; a guest that dies is named with what Xen logged of its end.
+accesses() { info_json "$D" /tmp/info-g.json && jq -r '.counters.mediator.accesses // empty' /tmp/info-g.json; }
+a0=$(accesses) || fail "stage g destroy: xengt-ctl info $D --json failed: $(tail -n1 /tmp/info-g.json.err)"
+[ -n "$a0" ] || fail "stage g destroy: info --json of $D has no .counters.mediator.accesses"
+j=0
 while :; do
-    n=$(wc -l <"$TRACE")
-    grep -q '^GUEST-FINAL insmod rc=' "$L" && fail "stage g destroy: the final probe completed before dom0 destroyed the guest (+$((n - t0)) accesses)"
-    [ $((n - t0)) -ge "${CHURN_MIN_ACCESSES:-400}" ] && break
-    j=$((j + 1)); [ $j -lt 180 ] || fail "stage g destroy: the final probe made only $((n - t0)) accesses in ${j}s"
-    sleep 1
+    xenstore-exists "/local/domain/$D" 2>/dev/null ||
+        fail "stage g destroy: the i915 guest died during its final probe; Xen: $(xen_death "$D"); last: $(grep '^GUEST-' "$L" | tail -n1)"
+    a=$(accesses) || a=$a0
+    grep -q '^GUEST-FINAL insmod rc=' "$L" && fail "stage g destroy: the final probe completed before dom0 destroyed the guest (+$((a - a0)) accesses)"
+    [ $((a - a0)) -ge "${CHURN_MIN_ACCESSES:-400}" ] && break
+    j=$((j + 2)); [ $j -lt 180 ] || fail "stage g destroy: the final probe made only $((a - a0)) accesses in ${j}s"
+    sleep 2
 done
+# What the vGPU wrote for the guest into frames it no longer protected (committed; see
+# mediator::gvt::io): 0 means Xen's write protection never outlived the model's.
+unprot=$(jq -r '.counters.mediator.unprotected_ram_writes // empty' /tmp/info-g.json)
+efx=$(jq -r '.counters.server.dispatch.effect_errors // empty' /tmp/info-g.json)
 r_destroy=$(wround)
 xl destroy "$D" || fail "stage g destroy: xl destroy $D failed"
-say "destroyed domain $D mid-probe: +$((n - t0)) accesses since insmod start, last: $(tail -n1 "$TRACE")"
+say "destroyed domain $D mid-probe: +$((a - a0)) accesses since insmod start (xengtd's count), last traced: $(tail -n1 "$TRACE"); unprotected_ram_writes=$unprot effect_errors=$efx"
 wait_gone "$D" 60 || fail "stage g destroy: /local/domain/$D still present 60s after xl destroy"
 stream_guest "$L"
 grep -q '^GUEST-FINAL insmod rc=' "$L" && fail "stage g destroy: the final probe completed ($(grep '^GUEST-FINAL insmod rc=' "$L")): not destroyed mid-probe"
@@ -70,7 +81,9 @@ grep -q '^GUEST-CYCLES done=5 ok=5 ' "$L" || fail "stage f cycles: $(grep '^GUES
 say "stage f: 5 load/unload cycles clean; $(grep '^GUEST-CYCLES' "$L")"
 # A dead bystander would make the capacity checks below misleading: say so first.
 xenstore-exists "/local/domain/$W" 2>/dev/null ||
-    fail "stage i bystander: domain $W died during the churn; Xen: $(xl dmesg 2>/dev/null | grep -E "d${W}v[0-9]+ (Triple fault|.*crash)" | tail -n1 | grep . || xl dmesg 2>/dev/null | grep -E "d${W}v[0-9]" | tail -n1); its last line: $(grep '^GUEST-' "$WL" | tail -n1)"
+    fail "stage i bystander: domain $W died during the churn; Xen: $(xen_death "$W"); its last line: $(grep '^GUEST-' "$WL" | tail -n1)"
+[ "$unprot" = 0 ] || fail "stage g destroy: the vGPU committed $unprot trapped guest writes to frames it no longer protected (unprotected_ram_writes; want 0): Xen kept a write protection the model had lifted"
+[ "$efx" = 0 ] || fail "stage g destroy: $efx effects of the i915 guest's vGPU were refused by Xen (effect_errors; want 0): $(grep 'effect refused' /var/log/xengtd.log | tail -n1)"
 # ---- h: nothing left behind, nothing else hurt
 wait_no_leftovers "$D" "$BE" 30 || fail "stage h cleanup: 30s after destroy still:$LEFT"
 daemon_alive && [ "$(cat $ST/xengtd.pid)" = "$PID" ] || fail "stage h cleanup: xengtd (pid $PID) is gone: $(tail -n1 /var/log/xengtd.log)"

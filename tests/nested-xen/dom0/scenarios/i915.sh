@@ -78,6 +78,8 @@ while xenstore-exists /local/domain/$D 2>/dev/null; do
     [ $i -lt "${I915_WAIT:-900}" ] || { say "guest still running after ${i}s"; break; }
 done
 stream_guest "$L"
+xenstore-exists "/local/domain/$D" 2>/dev/null || grep -q '^GUEST-I915-DONE' "$L" ||
+    say "the guest died after ${i}s; Xen: $(xen_death "$D")"
 say "guest finished after ${i}s; xengtd counters: $(xengt-ctl info "$D" --json 2>/dev/null | jq -c .counters)"
 daemon_alive || say "xengtd died: $(tail -n 3 /var/log/xengtd.log)"
 if [ -s /tmp/trace-pass1 ]; then
