@@ -23,6 +23,39 @@ update_lists() {
     nx_log "apt-get update"
     apt-get update -q >/dev/null || nx_die "apt-get update failed"
 }
+# The outer QEMU from another suite (lib.sh, NX_QEMU_SUITE): its own apt lists, cache and
+# prefix, so nothing of the host's apt setup changes. Network only on the first run.
+fetch_outer_qemu() {
+    [ "$NX_QEMU_SUITE" != bookworm ] || return 0
+    [ -x "$NX_QROOT/usr/bin/qemu-system-x86_64" ] && [ -s "$NX_QROOT/.closure" ] && return 0
+    local A="$NX_CACHE/apt-$NX_QEMU_SUITE" empty q p
+    mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/debs"
+    # Every entry the host has (bookworm, -updates, -security), plus the suite on the
+    # host's bookworm mirror: no archive host is named here.
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' 2>/dev/null |
+        sort -u | awk -v s="$NX_QEMU_SUITE" '{print "deb " $1 " " $2 " " $3} $2 == "bookworm" && !m {m = $1}
+            END { if (m == "") exit 1; print "deb " m " " s " main" }' >"$A/sources.list" ||
+        nx_die "the host's apt sources have no bookworm entry to take $NX_QEMU_SUITE from"
+    q=(-o Dir::Etc::sourcelist="$A/sources.list" -o Dir::Etc::sourceparts=/dev/null
+        -o Dir::State::Lists="$A/lists" -o Dir::Cache="$A/cache")
+    nx_log "outer QEMU from $NX_QEMU_SUITE: apt-get update (private lists)"
+    apt-get -q "${q[@]}" update >/dev/null || nx_die "apt-get update for $NX_QEMU_SUITE failed"
+    empty=$(mktemp)
+    apt-get -s -q "${q[@]}" -o Dir::State::status="$empty" install --no-install-recommends \
+        -t "$NX_QEMU_SUITE" qemu-system-x86 2>/dev/null |
+        awk '/^Inst /{v = $3; gsub(/[()]/, "", v); print $2 "=" v}' >"$A/closure"
+    rm -f "$empty"
+    [ -s "$A/closure" ] || nx_die "cannot resolve qemu-system-x86 in $NX_QEMU_SUITE"
+    (cd "$A/debs" && apt-get download -q "${q[@]}" -o APT::Sandbox::User=root $(cat "$A/closure") >/dev/null) ||
+        nx_die "apt-get download of the outer QEMU from $NX_QEMU_SUITE failed"
+    rm -rf "$NX_QROOT" && mkdir -p "$NX_QROOT"
+    for p in $(cat "$A/closure"); do
+        dpkg -x "$(ls "$A/debs/${p%%=*}_"*.deb | sort -V | tail -n1)" "$NX_QROOT" || nx_die "dpkg -x ${p%%=*}"
+    done
+    cp "$A/closure" "$NX_QROOT/.closure"
+    nx_log "outer QEMU: $(nx_qemu_version)"
+}
+
 # An empty cache (a fresh machine) resolves against fresh package lists: a machine's lists
 # can be older than the archive, and a closure resolved against them names versions that
 # are gone (404), or differs from the one the next tier resolves after an update.
@@ -66,6 +99,7 @@ plan() {
 plan
 if [ -e "$stamp" ]; then
     nx_log "cache up to date ($NX_CACHE, ${#need[@]} packages)"
+    fetch_outer_qemu
     exit 0
 fi
 download() { (cd "$NX_CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null); }
@@ -90,3 +124,4 @@ done
 rm -f "$NX_CACHE"/.unpacked-*
 touch "$stamp"
 nx_log "unpacked ${#need[@]} packages into $NX_ROOT"
+fetch_outer_qemu
