@@ -5,7 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time, printed at the end (also when a step fails).
+times=(); cur=; t_step=$SECONDS; t_all=$SECONDS
+lap() { [ -z "$cur" ] || times+=("$(printf '%6ss  %s' $((SECONDS - t_step)) "$cur")"); }
+step() { lap; cur="$*"; t_step=$SECONDS; printf '\n==> %s\n' "$*"; }
+report() {
+    rc=$?; lap; cur=
+    printf '\n==> wall time per step (rc=%s, total %ss)\n' "$rc" $((SECONDS - t_all))
+    printf '%s\n' "${times[@]}"
+}
+trap report EXIT
 
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -27,3 +36,4 @@ for tier in tests/tiers/*.sh; do
 done
 
 step "all tiers passed"
+cur=
