@@ -216,17 +216,18 @@ fn after_unload_no_vgpu_write_lands_in_the_freed_frames() {
     let freed = g.unload();
     reuse_frames(&port, freed);
     // Whatever the vGPU still had pending is delivered now.
-    {
-        let mut gvt = port.gvt.lock().unwrap();
-        for _ in 0..8 {
+    for _ in 0..8 {
+        let fx = {
+            let mut gvt = port.gvt.lock().unwrap();
             if let Some(d) = gvt.next_deadline() {
                 if d > port.clock.now() {
                     port.clock.advance(d - port.clock.now());
                 }
             }
-            for (_, f) in gvt.poll() {
-                drop(f);
-            }
+            gvt.poll()
+        };
+        for (_, f) in fx {
+            port.apply(f);
         }
     }
     assert_eq!(first_changed_page(&port, freed), None, "after the reset");
