@@ -27,7 +27,7 @@ fn vgpu() -> Option<Vgpu> {
         .allocate(128 * MIB, 512 * MIB, 4)
         .ok()?;
     let mem: Arc<dyn GuestMemory> = Arc::new(VecMemory::new(2 * MIB));
-    let mut c = VgpuConfig::new(1, "xengt_V5_4", a, 4);
+    let mut c = VgpuConfig::new(1, "GVTg_V5_4", a, 4);
     c.headless = false;
     let mut v = Vgpu::new(c, &host, mem);
     // Enable BAR0/BAR2 and memory decode like a guest BIOS would, so MMIO reaches the

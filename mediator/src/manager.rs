@@ -251,19 +251,19 @@ mod tests {
     #[test]
     fn available_instances_drop_and_recover() {
         let mut m = VgpuManager::new(HostDescription::default(), vtypes::builtin_types()).unwrap();
-        let before = avail(&m, "xengt_V5_4");
+        let before = avail(&m, "GVTg_V5_4");
         assert_eq!(before, 3);
         let a = m
-            .create(&CreateRequest::of_type("xengt_V5_4"), mem())
+            .create(&CreateRequest::of_type("GVTg_V5_4"), mem())
             .unwrap();
-        assert_eq!(avail(&m, "xengt_V5_4"), before - 1);
-        assert_eq!(avail(&m, "xengt_V5_8"), 4);
+        assert_eq!(avail(&m, "GVTg_V5_4"), before - 1);
+        assert_eq!(avail(&m, "GVTg_V5_8"), 4);
         let b = m.create(&CreateRequest::custom(64, 384, 4), mem()).unwrap();
         assert_eq!(m.list(), vec![a, b]);
         assert_eq!(m.get(b).unwrap().config().id, 2);
         m.destroy(a).unwrap();
         m.destroy(b).unwrap();
-        assert_eq!(avail(&m, "xengt_V5_4"), before);
+        assert_eq!(avail(&m, "GVTg_V5_4"), before);
         assert_eq!(m.destroy(a).unwrap_err(), ManagerError::NotFound(a));
         assert!(m.list().is_empty());
     }
@@ -271,31 +271,31 @@ mod tests {
     #[test]
     fn create_at_reuses_an_exact_placement_or_names_the_clash() {
         let mut m = VgpuManager::new(HostDescription::default(), vtypes::builtin_types()).unwrap();
-        let req = CreateRequest::of_type("xengt_V5_4");
+        let req = CreateRequest::of_type("GVTg_V5_4");
         let a = m.create(&req, mem()).unwrap();
         let at = m.get(a).unwrap().config().allocation;
         // Taken: refused, nothing leaked.
-        let before = avail(&m, "xengt_V5_8");
+        let before = avail(&m, "GVTg_V5_8");
         assert!(matches!(
             m.create_at(&req, &at, mem()),
             Err(ManagerError::Partition(PartitionError::LowExhausted { .. }))
         ));
-        assert_eq!(avail(&m, "xengt_V5_8"), before);
+        assert_eq!(avail(&m, "GVTg_V5_8"), before);
         m.destroy(a).unwrap();
         let b = m.create_at(&req, &at, mem()).unwrap();
         assert_eq!(m.get(b).unwrap().config().allocation, at);
         // Sizes that do not match the type are refused.
         m.destroy(b).unwrap();
-        let small = CreateRequest::of_type("xengt_V5_8");
+        let small = CreateRequest::of_type("GVTg_V5_8");
         assert!(m.create_at(&small, &at, mem()).is_err());
-        assert_eq!(avail(&m, "xengt_V5_4"), 3);
+        assert_eq!(avail(&m, "GVTg_V5_4"), 3);
     }
 
     #[test]
     fn errors_name_the_limit() {
         let mut m = VgpuManager::new(HostDescription::default(), vtypes::builtin_types()).unwrap();
         assert!(matches!(
-            m.create(&CreateRequest::of_type("xengt_V5_1"), mem()),
+            m.create(&CreateRequest::of_type("GVTg_V5_1"), mem()),
             Err(ManagerError::Partition(PartitionError::LowExhausted { .. }))
         ));
         assert!(matches!(

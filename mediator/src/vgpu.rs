@@ -50,7 +50,7 @@ pub const DEFAULT_SBDF: u32 = 0x10;
 pub struct VgpuConfig {
     /// Instance id, ≥ 1 (PVINFO `vgt_id`).
     pub id: u32,
-    /// vGPU type name (e.g. `xengt_V5_4`).
+    /// vGPU type name (e.g. `GVTg_V5_4`).
     pub type_name: String,
     /// Windows and fences from the partitioner.
     pub allocation: Allocation,

@@ -2,10 +2,10 @@
 //!
 //! | Name | Low GM | High GM | Fences | Weight |
 //! |---|---|---|---|---|
-//! | `xengt_V5_8` | 64 MiB | 384 MiB | 4 | 2 |
-//! | `xengt_V5_4` | 128 MiB | 512 MiB | 4 | 4 |
-//! | `xengt_V5_2` | 256 MiB | 1024 MiB | 4 | 8 |
-//! | `xengt_V5_1` | 512 MiB | 2048 MiB | 4 | 16 |
+//! | `GVTg_V5_8` | 64 MiB | 384 MiB | 4 | 2 |
+//! | `GVTg_V5_4` | 128 MiB | 512 MiB | 4 | 4 |
+//! | `GVTg_V5_2` | 256 MiB | 1024 MiB | 4 | 8 |
+//! | `GVTg_V5_1` | 512 MiB | 2048 MiB | 4 | 16 |
 //!
 //! The suffix is GVT's "instances per GPU" hint (`GVTg_V5_n`); the real count on a given
 //! host is [`available_instances`], computed from what the partitioner has left.
@@ -102,7 +102,7 @@ pub fn builtin_types() -> Vec<VgpuType> {
     ]
     .into_iter()
     .map(|(n, low, high, weight)| VgpuType {
-        name: format!("xengt_V5_{n}"),
+        name: format!("GVTg_V5_{n}"),
         low_gm: low * MIB,
         high_gm: high * MIB,
         fences: 4,
@@ -214,6 +214,6 @@ mod tests {
             Err(VtypeError::Fences { value: 29, max: 28 })
         );
         let e = find(&builtin_types(), "nope").unwrap_err();
-        assert!(e.to_string().contains("xengt_V5_4"));
+        assert!(e.to_string().contains("GVTg_V5_4"));
     }
 }

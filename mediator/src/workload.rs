@@ -47,13 +47,25 @@ pub mod g2v {
 pub enum WorkloadError {
     /// The context image could not be read.
     #[error("context image: {0}")]
-    Context(#[from] ContextError),
+    Context(ContextError),
     /// The context's PPGTT could not be shadowed.
     #[error("PPGTT: {0}")]
-    Ppgtt(#[from] PpgttError),
+    Ppgtt(PpgttError),
     /// The scanner refused the commands.
     #[error("command scan: {0:?}")]
     Scan(RejectReason),
+}
+
+impl From<ContextError> for WorkloadError {
+    fn from(e: ContextError) -> Self {
+        Self::Context(e)
+    }
+}
+
+impl From<PpgttError> for WorkloadError {
+    fn from(e: PpgttError) -> Self {
+        Self::Ppgtt(e)
+    }
 }
 
 /// Per-vGPU pipeline counters (tests and operators assert these).

@@ -63,3 +63,30 @@ fn four_guests_draw_their_own_patterns_and_shares_follow_weights() {
     assert_eq!(guests[0]["vgpu"]["rejected"]["RegisterNotAllowed"], 1);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Every guest count the help allows sets up and draws: 5 and 6 guests once failed with
+/// `low GM exhausted` because the demo asked for more aperture than the host leaves.
+#[test]
+fn every_allowed_guest_count_fits_the_host() {
+    for guests in [5, COLOURS.len()] {
+        let out = std::env::temp_dir().join(format!(
+            "xengt-demo-test-{}-{guests}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&out);
+        let report = run(&DemoArgs {
+            guests,
+            seconds: 1,
+            out: out.clone(),
+        })
+        .unwrap_or_else(|e| panic!("--guests {guests}: {e}"));
+        assert_eq!(report.guests.len(), guests);
+        assert!(report.passed, "--guests {guests}: {report:#?}");
+        let types: Vec<_> = report.guests.iter().map(|g| g.vgpu.type_name.clone()).collect();
+        assert!(
+            types.iter().any(|t| t == "GVTg_V5_4") || guests == COLOURS.len(),
+            "mixed weights where they fit: {types:?}"
+        );
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

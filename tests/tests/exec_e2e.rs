@@ -18,13 +18,13 @@ const E: EngineId = EngineId::Bcs;
 fn blits_land_hostile_guests_are_contained_and_a_hang_stays_with_its_vgpu() {
     let mut rt = SimRuntime::new(Arc::new(RealClock::new())).unwrap();
     let good = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_4"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_4"), GUEST_RAM)
         .unwrap();
     let hostile = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_8"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_8"), GUEST_RAM)
         .unwrap();
     let hanger = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_8"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_8"), GUEST_RAM)
         .unwrap();
     let hang_done = Arc::new(AtomicBool::new(false));
 
@@ -117,10 +117,10 @@ fn weights_2_and_8_get_engine_time_one_to_four_over_a_simulated_second() {
     let clock = FakeClock::new();
     let mut rt = SimRuntime::new(Arc::new(clock.clone())).unwrap();
     let light = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_8"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_8"), GUEST_RAM)
         .unwrap();
     let heavy = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_2"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_2"), GUEST_RAM)
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = [light, heavy]

@@ -110,10 +110,10 @@ fn check(ram: &[u8], y_tiled: bool, pitch: u64, rows: u64, seed: u64) {
 fn aperture_detiles_through_fences_and_foreign_fences_are_ignored() {
     let mut rt = SimRuntime::new(Arc::new(RealClock::new())).unwrap();
     let a = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_4"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_4"), GUEST_RAM)
         .unwrap();
     let b = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_4"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_4"), GUEST_RAM)
         .unwrap();
     let port = |i: usize| -> Arc<dyn GuestPort> { rt.guests[i].domain.vcpu(0).unwrap() };
     let (pa, pb) = (port(a), port(b));

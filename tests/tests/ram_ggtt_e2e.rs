@@ -18,11 +18,11 @@ const E: EngineId = EngineId::Bcs;
 #[test]
 fn blits_land_with_the_ggtt_window_in_guest_ram() {
     let mut rt = SimRuntime::new(Arc::new(RealClock::new())).unwrap();
-    let mut req = CreateRequest::of_type("xengt_V5_4");
+    let mut req = CreateRequest::of_type("GVTg_V5_4");
     req.ggtt_backing = GgttBacking::Ram;
     let ram = rt.add_guest(&req, GUEST_RAM).unwrap();
     let trapped = rt
-        .add_guest(&CreateRequest::of_type("xengt_V5_8"), GUEST_RAM)
+        .add_guest(&CreateRequest::of_type("GVTg_V5_8"), GUEST_RAM)
         .unwrap();
     let draw = |g: &mut mediator::guest::GuestGpu<'_>| {
         g.enable_engine(E).unwrap();

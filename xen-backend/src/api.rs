@@ -23,7 +23,7 @@ use crate::mapcache::{MapCacheStats, DEFAULT_MAX_BUCKETS};
 pub enum XenBackendError {
     /// The Xen libraries or devices are not available.
     #[error("Xen is not available: {0}")]
-    Unavailable(#[from] FfiError),
+    Unavailable(FfiError),
     /// No domain with that id.
     #[error("domain {0} does not exist")]
     NoSuchDomain(u16),
@@ -47,6 +47,12 @@ pub enum XenBackendError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<FfiError> for XenBackendError {
+    fn from(e: FfiError) -> Self {
+        Self::Unavailable(e)
+    }
 }
 
 /// What to claim when attaching to a domain.

@@ -75,7 +75,7 @@ fn guest_pte_writes_go_to_ram_and_a_flush_applies_them() {
         .unwrap()
         .allocate(64 * MIB, 256 * MIB, 4)
         .unwrap();
-    let mut cfg = VgpuConfig::new(1, "xengt_V5_8", alloc, 4);
+    let mut cfg = VgpuConfig::new(1, "GVTg_V5_8", alloc, 4);
     cfg.ggtt_backing = GgttBacking::Ram;
     let vgpu = Arc::new(Mutex::new(Vgpu::new(cfg, &host, srv.guest_memory())));
     let stop = Arc::new(AtomicBool::new(false));

@@ -14,13 +14,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// File.
         path: String,
         /// Cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not valid JSON or wrong field types.
     #[error("{path}:{line}:{column}: {msg}")]
@@ -182,7 +181,7 @@ impl DaemonConfig {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: name.clone(),
-            source,
+            cause: source,
         })?;
         Self::from_json(&text, &name)
     }
@@ -316,6 +315,16 @@ impl DaemonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cause is in the message once: errors carry it in `Display` and return no
+    /// `source()`, so an `anyhow` chain printed with `{:#}` does not repeat it.
+    #[test]
+    fn a_missing_file_names_its_cause_once() {
+        let e = DaemonConfig::load(Path::new("/nonexistent/xengtd.json")).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(e).context("loading the config"));
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(text.contains("/nonexistent/xengtd.json"), "{text}");
+    }
 
     #[test]
     fn empty_object_is_the_default() {

@@ -60,13 +60,12 @@ pub enum DemoError {
     #[error(transparent)]
     Runtime(#[from] SimRuntimeError),
     /// Writing the results failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -118,6 +117,36 @@ pub struct DemoReport {
     pub guests: Vec<GuestSummary>,
     /// Every guest drew and every share followed its weight.
     pub passed: bool,
+}
+
+/// The demo's vGPU types, in guest order: odd guests get the bigger `GVTg_V5_4` (weight
+/// 4, against `GVTg_V5_8`'s 2) so the shares differ, but only while every later guest still
+/// fits as a `GVTg_V5_8` in what the host leaves of its aperture (the scarce window: 384 MiB
+/// of the default 512 MiB after the host's reserve).
+fn plan_types(host: &HostDescription, guests: usize) -> Vec<&'static str> {
+    let types = mediator::vtypes::builtin_types();
+    let low = |name: &str| {
+        types
+            .iter()
+            .find(|t| t.name == name)
+            .map_or(u64::MAX, |t| t.low_gm)
+    };
+    let (small, big) = (low("GVTg_V5_8"), low("GVTg_V5_4"));
+    let mut left = host.aperture_size.saturating_sub(host.host_low_reserve);
+    let mut plan = Vec::with_capacity(guests);
+    for i in 0..guests {
+        let after = u64::try_from(guests - i - 1)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(small);
+        let ty = if i % 2 == 1 && big.saturating_add(after) <= left {
+            "GVTg_V5_4"
+        } else {
+            "GVTg_V5_8"
+        };
+        left = left.saturating_sub(low(ty));
+        plan.push(ty);
+    }
+    plan
 }
 
 fn request(ty: &str) -> CreateRequest {
@@ -211,7 +240,7 @@ fn spawn(
 fn write(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
     std::fs::write(path, bytes).map_err(|source| DemoError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 
@@ -228,7 +257,7 @@ pub fn run(args: &DemoArgs) -> Result<DemoReport, DemoError> {
     }
     std::fs::create_dir_all(&args.out).map_err(|source| DemoError::Io {
         path: args.out.clone(),
-        source,
+        cause: source,
     })?;
     let host = HostDescription::default();
     let mut cfg = SwConfig::for_host(&host);
@@ -237,15 +266,8 @@ pub fn run(args: &DemoArgs) -> Result<DemoReport, DemoError> {
     let gvt = Gvt::with_host(host, Box::new(SwGpu::new(cfg)), Arc::new(clock.clone()))
         .map_err(SimRuntimeError::from)?;
     let mut rt = SimRuntime::with_gvt(gvt)?;
-    for i in 0..args.guests {
-        let ty = if i % 2 == 0 {
-            "xengt_V5_8"
-        } else {
-            "xengt_V5_4"
-        };
-        if rt.add_guest(&request(ty), 64 << 20).is_err() {
-            rt.add_guest(&request("xengt_V5_8"), 64 << 20)?;
-        }
+    for ty in plan_types(&host, args.guests) {
+        rt.add_guest(&request(ty), 64 << 20)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let frames: Vec<Arc<AtomicU64>> = (0..args.guests).map(|_| Arc::default()).collect();
@@ -393,4 +415,27 @@ fn finish(
         args.out.join("summary.json").display()
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_guest_count_fits_the_default_host_and_mixes_weights_where_it_can() {
+        let host = HostDescription::default();
+        let types = mediator::vtypes::builtin_types();
+        for n in 1..=COLOURS.len() {
+            let plan = plan_types(&host, n);
+            assert_eq!(plan.len(), n);
+            let low: u64 = plan
+                .iter()
+                .map(|p| types.iter().find(|t| t.name == *p).unwrap().low_gm)
+                .sum();
+            assert!(low <= host.aperture_size - host.host_low_reserve, "{n}: {plan:?}");
+            if (2..=5).contains(&n) {
+                assert!(plan.contains(&"GVTg_V5_4"), "{n}: {plan:?}");
+            }
+        }
+    }
 }

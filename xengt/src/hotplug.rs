@@ -28,7 +28,13 @@ pub const TOKEN_RELEASE: &str = "xengt-release";
 pub enum HotplugError {
     /// XenStore failed.
     #[error("xenstore: {0}")]
-    Xs(#[from] XsError),
+    Xs(XsError),
+}
+
+impl From<XsError> for HotplugError {
+    fn from(e: XsError) -> Self {
+        Self::Xs(e)
+    }
 }
 
 /// Backend directory of one guest's vGPU.

@@ -35,19 +35,18 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Socket setup or polling failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
         /// Cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
     let what = what.into();
-    move |source| ServerError::Io { what, source }
+    move |source| ServerError::Io { what, cause: source }
 }
 
 struct Conn {
@@ -95,13 +94,13 @@ pub fn bind_control_socket(path: &Path) -> Result<UnixListener, ServerError> {
                     "{} exists and is not a socket; remove it or pick another --control-socket",
                     path.display()
                 ),
-                source: io::Error::from(io::ErrorKind::AlreadyExists),
+                cause: io::Error::from(io::ErrorKind::AlreadyExists),
             });
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ServerError::Io {
                 what: format!("another xengtd is listening on {}", path.display()),
-                source: io::Error::from(io::ErrorKind::AddrInUse),
+                cause: io::Error::from(io::ErrorKind::AddrInUse),
             });
         }
         std::fs::remove_file(path).map_err(io_err(format!("remove stale {}", path.display())))?;

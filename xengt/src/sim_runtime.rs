@@ -32,7 +32,13 @@ pub enum SimRuntimeError {
     Gvt(#[from] GvtError),
     /// Polling failed.
     #[error("poll: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for SimRuntimeError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// One guest: its domain, the device server serving it and its vGPU.

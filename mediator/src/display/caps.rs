@@ -101,7 +101,7 @@ impl DisplayCaps {
     }
 
     /// Capabilities of one of GVT's Gen9 types by name (`"8"`, `"4"`, `"2"`, `"1"`, or
-    /// `"GVTg_V5_8"` / `"xengt_V5_8"` style), using its low GM size (§3.3); `None` for an
+    /// `"GVTg_V5_8"` style), using its low GM size (§3.3); `None` for an
     /// unknown name. For any other type (e.g. a custom size) use [`DisplayCaps::for_type`]
     /// with its low GM size.
     pub fn for_gvt_type(name: &str) -> Option<Self> {
@@ -123,7 +123,6 @@ pub fn default_monitor(low_gm_bytes: u64) -> MonitorConfig {
 pub fn gvt_low_gm(name: &str) -> Option<u64> {
     let n = name
         .strip_prefix("GVTg_V5_")
-        .or_else(|| name.strip_prefix("xengt_V5_"))
         .unwrap_or(name);
     let n = n.strip_suffix("_headless").unwrap_or(n);
     Some(match n {
@@ -152,7 +151,7 @@ mod tests {
         assert_eq!((t1.max_width, t1.max_height), (4096, 2304));
         assert_eq!(t1.plane_interfaces, vec![PlaneInterface::Region]);
         assert!(DisplayCaps::for_gvt_type("banana").is_none());
-        assert_eq!(DisplayCaps::for_gvt_type("xengt_V5_4"), Some(t4));
+        assert_eq!(DisplayCaps::for_gvt_type("GVTg_V5_4"), Some(t4));
     }
 
     #[test]

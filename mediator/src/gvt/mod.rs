@@ -74,7 +74,7 @@ pub enum GvtError {
     Manager(#[from] ManagerError),
     /// The host refused.
     #[error("host GPU: {0}")]
-    Host(#[from] HostError),
+    Host(HostError),
     /// The host reserved other windows than the manager allocated (host and manager are
     /// configured for different hosts).
     #[error("host reserved {host} but the manager allocated {manager}")]
@@ -96,6 +96,12 @@ pub enum GvtError {
     /// PNG encoding failed.
     #[error(transparent)]
     Png(#[from] PngExportError),
+}
+
+impl From<HostError> for GvtError {
+    fn from(e: HostError) -> Self {
+        Self::Host(e)
+    }
 }
 
 /// Per-vGPU state besides the [`Vgpu`] itself.

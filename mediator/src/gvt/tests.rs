@@ -199,7 +199,7 @@ fn first_changed_page(port: &Local, range: (u64, u64)) -> Option<u64> {
 /// old HWS_PGA, not a seqno.
 #[test]
 fn after_unload_no_vgpu_write_lands_in_the_freed_frames() {
-    let port = Local::new("xengt_V5_4");
+    let port = Local::new("GVTg_V5_4");
     let cfg = |ram| GuestConfig {
         ram,
         ..GuestConfig::default()
@@ -253,7 +253,7 @@ fn after_unload_no_vgpu_write_lands_in_the_freed_frames() {
 /// to the vGPU. They are the guest's own data and must be committed, never dropped.
 #[test]
 fn a_trapped_write_to_an_unprotected_frame_is_committed() {
-    let port = Local::new("xengt_V5_4");
+    let port = Local::new("GVTg_V5_4");
     let mut g = GuestGpu::probe(
         &port,
         GuestConfig {
@@ -280,7 +280,7 @@ fn a_trapped_write_to_an_unprotected_frame_is_committed() {
 
 #[test]
 fn a_guest_blit_lands_in_its_memory_and_the_seqno_advances() {
-    let port = Local::new("xengt_V5_4");
+    let port = Local::new("GVTg_V5_4");
     let mut g = GuestGpu::probe(&port, GuestConfig::default()).unwrap();
     g.enable_engine(EngineId::Bcs).unwrap();
     let s = g.create_surface(64, 32).unwrap();
@@ -306,7 +306,7 @@ fn a_guest_blit_lands_in_its_memory_and_the_seqno_advances() {
 
 #[test]
 fn hostile_commands_are_rejected_counted_and_the_guest_recovers() {
-    let port = Local::new("xengt_V5_8");
+    let port = Local::new("GVTg_V5_8");
     let mut g = GuestGpu::probe(&port, GuestConfig::default()).unwrap();
     g.enable_engine(EngineId::Bcs).unwrap();
     g.hostile_lri(EngineId::Bcs).unwrap();
@@ -326,7 +326,7 @@ fn hostile_commands_are_rejected_counted_and_the_guest_recovers() {
 
 #[test]
 fn a_hang_resets_the_engine_and_work_continues() {
-    let port = Local::new("xengt_V5_4");
+    let port = Local::new("GVTg_V5_4");
     let mut g = GuestGpu::probe(&port, GuestConfig::default()).unwrap();
     g.enable_engine(EngineId::Bcs).unwrap();
     g.hostile_hang(EngineId::Bcs).unwrap();
@@ -346,17 +346,17 @@ fn lifecycle_types_and_mismatched_hosts() {
     let avail = |g: &Gvt| {
         g.types()
             .into_iter()
-            .find(|t| t.info.ty.name == "xengt_V5_4")
+            .find(|t| t.info.ty.name == "GVTg_V5_4")
             .map(|t| (t.info.available_instances, t.display.has_display))
             .unwrap()
     };
     assert_eq!(avail(&gvt), (3, true));
     let mem: Arc<dyn GuestMemory> = Arc::new(VecMemory::new(MIB));
     let a = gvt
-        .create_vgpu(&CreateRequest::of_type("xengt_V5_4"), mem.clone())
+        .create_vgpu(&CreateRequest::of_type("GVTg_V5_4"), mem.clone())
         .unwrap();
     let b = gvt
-        .create_vgpu(&CreateRequest::of_type("xengt_V5_8"), mem.clone())
+        .create_vgpu(&CreateRequest::of_type("GVTg_V5_8"), mem.clone())
         .unwrap();
     assert_eq!(avail(&gvt).0, 1);
     let (sa, sb) = (gvt.stats(a).unwrap(), gvt.stats(b).unwrap());
@@ -367,13 +367,13 @@ fn lifecycle_types_and_mismatched_hosts() {
     assert!(gvt.io(a).is_none() && gvt.io(b).is_some());
     assert!(matches!(gvt.destroy_vgpu(a), Err(GvtError::NotFound(_))));
     // Re-creating reuses the same windows in manager and host.
-    gvt.create_vgpu(&CreateRequest::of_type("xengt_V5_4"), mem.clone())
+    gvt.create_vgpu(&CreateRequest::of_type("GVTg_V5_4"), mem.clone())
         .unwrap();
     // A host that partitions differently is detected, and nothing leaks.
     let other = SwGpu::new(SwConfig::default());
     let mut bad = Gvt::with_host(HostDescription::default(), Box::new(other), clock).unwrap();
     let e = bad
-        .create_vgpu(&CreateRequest::of_type("xengt_V5_4"), mem)
+        .create_vgpu(&CreateRequest::of_type("GVTg_V5_4"), mem)
         .unwrap_err();
     assert!(matches!(e, GvtError::HostMismatch { .. }), "{e}");
     assert!(bad.list().is_empty());

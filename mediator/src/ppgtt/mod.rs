@@ -52,7 +52,13 @@ pub enum PpgttError {
     BadRoot(u64),
     /// The host refused.
     #[error("host: {0}")]
-    Host(#[from] HostError),
+    Host(HostError),
+}
+
+impl From<HostError> for PpgttError {
+    fn from(e: HostError) -> Self {
+        Self::Host(e)
+    }
 }
 
 /// Counters for tests and operators.

@@ -126,7 +126,7 @@ mod tests {
             .allocate(128 * MIB, 512 * MIB, 4)
             .unwrap();
         let mem: Arc<dyn GuestMemory> = Arc::new(VecMemory::new(16 * MIB));
-        let mut c = VgpuConfig::new(1, "xengt_V5_4", a, 4);
+        let mut c = VgpuConfig::new(1, "GVTg_V5_4", a, 4);
         c.headless = headless;
         let mut v = Vgpu::new(c, &host, mem);
         for (reg, val, len) in [

@@ -176,7 +176,7 @@ mod tests {
         let mut p = Partitioner::new(host).unwrap();
         let a = p.allocate(128 * MIB, 512 * MIB, 4).unwrap();
         let mem = Arc::new(VecMemory::new(64 * MIB));
-        let mut c = VgpuConfig::new(1, "xengt_V5_4", a, 4);
+        let mut c = VgpuConfig::new(1, "GVTg_V5_4", a, 4);
         c.ggtt_backing = backing;
         let m: Arc<dyn GuestMemory> = Arc::clone(&mem) as Arc<dyn GuestMemory>;
         (Vgpu::new(c, &host, m), mem)

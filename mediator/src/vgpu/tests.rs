@@ -24,7 +24,7 @@ pub(super) fn make() -> (Vgpu, Allocation) {
     let _ = p.allocate(64 * MIB, 64 * MIB, 2).unwrap(); // someone else first
     let a = p.allocate(128 * MIB, 512 * MIB, 4).unwrap();
     let mem: Arc<dyn GuestMemory> = Arc::new(VecMemory::new(64 * MIB));
-    let v = Vgpu::new(VgpuConfig::new(2, "xengt_V5_4", a, 4), &host(), mem);
+    let v = Vgpu::new(VgpuConfig::new(2, "GVTg_V5_4", a, 4), &host(), mem);
     (v, a)
 }
 

@@ -106,7 +106,7 @@ impl XenCtrl {
             .map(|h| Self { f, h })
             .ok_or_else(|| FfiError::Open {
                 call: "xc_interface_open",
-                source: io::Error::last_os_error(),
+                cause: io::Error::last_os_error(),
             })
     }
 

@@ -34,12 +34,11 @@ pub enum FfiError {
     #[error("{0} does not exist (not a Xen dom0?)")]
     NoXenDevice(&'static str),
     /// Opening a handle failed.
-    #[error("{call} failed")]
+    #[error("{call} failed: {cause}")]
     Open {
         /// Which call.
         call: &'static str,
         /// errno.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }

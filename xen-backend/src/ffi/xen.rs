@@ -42,7 +42,7 @@ fn open_handle(
         .map(|h| (l, h))
         .ok_or_else(|| FfiError::Open {
             call,
-            source: io::Error::last_os_error(),
+            cause: io::Error::last_os_error(),
         })
 }
 

@@ -58,7 +58,13 @@ pub enum SimXenError {
     DomidInUse(u16),
     /// eventfd creation failed.
     #[error("eventfd: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for SimXenError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// Shape of a simulated domain.

@@ -198,7 +198,7 @@ impl XsClient {
     pub fn connect_path(path: &str) -> Result<Self, XsError> {
         let err = |source| XsError::Connect {
             path: path.to_string(),
-            source,
+            cause: source,
         };
         let meta = std::fs::metadata(path).map_err(err)?;
         if meta.file_type().is_char_device() {
@@ -225,7 +225,7 @@ impl XsClient {
     ) -> Result<Self, XsError> {
         let io_err = |source| XsError::Connect {
             path: endpoint.to_string(),
-            source,
+            cause: source,
         };
         let (notify_tx, notify_rx) = UnixStream::pair().map_err(io_err)?;
         notify_tx.set_nonblocking(true).map_err(io_err)?;

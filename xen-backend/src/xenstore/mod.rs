@@ -30,13 +30,12 @@ pub use types::{Access, WatchEvent, XenbusState, XsErrno, XsPerm};
 #[derive(Debug, thiserror::Error)]
 pub enum XsError {
     /// Could not connect to xenstored.
-    #[error("cannot connect to xenstored at {path}: {source}")]
+    #[error("cannot connect to xenstored at {path}: {cause}")]
     Connect {
         /// Socket or device path tried last.
         path: String,
         /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// xenstored answered with an ERROR reply.
     #[error("xenstored returned {errno} for {op} {path}")]

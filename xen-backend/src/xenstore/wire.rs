@@ -125,10 +125,16 @@ pub enum WireError {
     Closed,
     /// An I/O error, including EOF inside a message.
     #[error("i/o error on xenstore connection: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// A header announced a payload above [`PAYLOAD_MAX`].
     #[error("payload of {0} bytes exceeds the {PAYLOAD_MAX}-byte limit")]
     TooLarge(usize),
+}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 impl Message {
