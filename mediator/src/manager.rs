@@ -121,6 +121,12 @@ impl VgpuManager {
         self.partitioner.host()
     }
 
+    /// Replaces the type table (a reloaded daemon config). Existing vGPUs keep their
+    /// placement whatever their type was; only new requests see the new table.
+    pub fn set_types(&mut self, types: Vec<VgpuType>) {
+        self.types = types;
+    }
+
     /// The types with how many more instances of each fit now.
     pub fn types(&self) -> Vec<TypeInfo> {
         self.types

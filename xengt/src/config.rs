@@ -47,7 +47,9 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostGpu {
-    /// PCI device id presented to guests (Gen9 SKL GT2 desktop = 0x1912).
+    /// PCI device id presented to guests (Gen9 SKL GT2 desktop = 0x1912): a JSON number
+    /// (`6418`) or a hex string (`"0x1912"`).
+    #[serde(deserialize_with = "device_id_from_json")]
     pub device_id: u16,
     /// CPU-visible aperture (low GM) in MiB.
     pub aperture_mib: u64,
@@ -61,6 +63,34 @@ pub struct HostGpu {
     pub host_high_mib: u64,
     /// Fences kept for the host.
     pub host_fences: u32,
+}
+
+/// A PCI id as a number or a `"0x…"` hex string (ids are always written in hex).
+fn device_id_from_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Num(i64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    let bad = |what: &dyn std::fmt::Display| {
+        D::Error::custom(format!(
+            "device_id {what} is not a PCI device id (0..=0xffff, a number or a string like \"0x1912\")"
+        ))
+    };
+    match Id::deserialize(d)? {
+        Id::Num(n) => u16::try_from(n).map_err(|_| bad(&n)),
+        Id::Other(_) => Err(bad(&"of this JSON type")),
+        Id::Text(t) => {
+            let hex = t
+                .strip_prefix("0x")
+                .or_else(|| t.strip_prefix("0X"))
+                .ok_or_else(|| bad(&format!("{t:?}")))?;
+            u16::from_str_radix(hex, 16).map_err(|_| bad(&format!("{t:?}")))
+        }
+    }
 }
 
 impl Default for HostGpu {
@@ -315,6 +345,21 @@ impl DaemonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_id_takes_a_number_or_a_hex_string() {
+        let id = |v: &str| {
+            DaemonConfig::from_json(&format!(r#"{{"host": {{"device_id": {v}}}}}"#), "t")
+                .map(|c| c.host.device_id)
+        };
+        assert_eq!(id("6418").unwrap(), 0x1912);
+        assert_eq!(id(r#""0x1912""#).unwrap(), 0x1912);
+        assert_eq!(id(r#""0X191b""#).unwrap(), 0x191b);
+        for bad in [r#""1912""#, r#""0xzz""#, "65536", "-1", r#""0x10000""#] {
+            let e = id(bad).unwrap_err().to_string();
+            assert!(e.contains("device_id"), "{bad}: {e}");
+        }
+    }
 
     /// The cause is in the message once: errors carry it in `Display` and return no
     /// `source()`, so an `anyhow` chain printed with `{:#}` does not repeat it.

@@ -149,6 +149,38 @@ impl Daemon {
         &self.cfg
     }
 
+    /// Applies a reloaded (already validated) config: SIGHUP. The `host` section is fixed
+    /// for the daemon's life, since the GGTT and fences were partitioned from it, so a
+    /// changed one is refused as a whole. `types`, `default_type` and `limits` apply to
+    /// vGPUs created from now on; existing vGPUs keep their placement and type (their
+    /// records carry their sizes), and a lower `max_vgpus` only stops new ones. Returns
+    /// the names of the sections that changed.
+    pub fn reload(&mut self, cfg: DaemonConfig) -> Result<Vec<&'static str>, ErrorBody> {
+        if cfg.host != self.cfg.host {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "the host section changed; it cannot change while xengtd runs (restart \
+                 xengtd to apply it)",
+            ));
+        }
+        let mut changed = Vec::new();
+        if cfg.types != self.cfg.types {
+            changed.push("types");
+            self.backend.set_types(cfg.mediator_types());
+        }
+        if cfg.default_type != self.cfg.default_type {
+            changed.push("default_type");
+        }
+        if cfg.limits != self.cfg.limits {
+            changed.push("limits");
+        }
+        if changed.is_empty() {
+            changed.push("nothing");
+        }
+        self.cfg = cfg;
+        Ok(changed)
+    }
+
     /// The backend.
     pub fn backend(&self) -> &MediatedBackend {
         &self.backend

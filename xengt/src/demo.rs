@@ -432,7 +432,10 @@ mod tests {
                 .iter()
                 .map(|p| types.iter().find(|t| t.name == *p).unwrap().low_gm)
                 .sum();
-            assert!(low <= host.aperture_size - host.host_low_reserve, "{n}: {plan:?}");
+            assert!(
+                low <= host.aperture_size - host.host_low_reserve,
+                "{n}: {plan:?}"
+            );
             if (2..=5).contains(&n) {
                 assert!(plan.contains(&"GVTg_V5_4"), "{n}: {plan:?}");
             }

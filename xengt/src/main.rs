@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use xen_backend::ffi::signal::SignalPipe;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::prelude::*;
 use xen_backend::xenstore::XsClient;
 use xen_backend::{RealXen, SimXen};
 use xengt::config::DaemonConfig;
 use xengt::daemon::Daemon;
 use xengt::hotplug::Hotplug;
 use xengt::mediated::MediatedBackend;
-use xengt::server::Server;
+use xengt::server::{install_signals, Server};
 
 /// Default control socket.
 const DEFAULT_SOCKET: &str = "/run/xengt/xengtd.sock";
@@ -25,6 +25,18 @@ enum BackendKind {
     /// Simulated Xen inside the daemon: the same mediated device path as `xen`; `attach`
     /// and `create` start simulated HVM domains.
     Sim,
+}
+
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogTarget {
+    /// journald when stderr is connected to the journal (systemd's `JOURNAL_STREAM`),
+    /// otherwise stderr.
+    Auto,
+    /// The systemd journal, with syslog priorities (`journalctl -p warning` works).
+    Journald,
+    /// Plain text on stderr.
+    Stderr,
 }
 
 #[derive(Debug, Parser)]
@@ -43,6 +55,9 @@ struct Cli {
     /// for the daemon and `warn` for the demo (whose progress lines are the output).
     #[arg(long)]
     log: Option<String>,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value = "auto")]
+    log_target: LogTarget,
     /// XenStore: `auto` (required with xen; with sim only if XENSTORED_PATH is set),
     /// `none`, or a socket/device path.
     #[arg(long, default_value = "auto")]
@@ -65,6 +80,12 @@ enum Command {
     Run,
     /// The end-to-end demo on the simulated Xen and the software Gen9 engine.
     Demo(xengt::demo::DemoArgs),
+    /// Write the man pages (xengtd.8, xengtd-run.8, xengtd-demo.8) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 fn connect_xenstore(cli: &Cli) -> anyhow::Result<Option<Arc<XsClient>>> {
@@ -105,7 +126,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         backend.set_mmio_trace(sink);
     }
     let xs = connect_xenstore(cli)?;
-    let signals = SignalPipe::install().context("installing SIGTERM/SIGINT handlers")?;
+    let signals = install_signals().context("installing SIGTERM/SIGINT/SIGHUP handlers")?;
     let mut daemon = Daemon::new(cfg, backend, xs.clone());
     for line in daemon.resume() {
         eprintln!("xengtd: {line}");
@@ -121,13 +142,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             None
         }
     };
-    let server = Server::new(daemon, hotplug, xs, &cli.control_socket, signals)?;
+    let server = Server::new(
+        daemon,
+        hotplug,
+        xs,
+        &cli.control_socket,
+        signals,
+        cli.config.clone(),
+    )?;
     server.run()?;
     Ok(())
 }
 
-fn main() {
-    let cli = Cli::parse();
+/// True when stderr is the journal stream systemd connected us to (`JOURNAL_STREAM` is
+/// `DEV:INODE` of that stream, see systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    want.to_str() == Some(format!("{}:{}", meta.dev(), meta.ino()).as_str())
+}
+
+fn init_logging(cli: &Cli) {
     let default_level = match cli.command {
         Some(Command::Demo(_)) => "warn",
         _ => "info",
@@ -137,12 +181,56 @@ fn main() {
         eprintln!("xengtd: bad --log filter {wanted:?}: {e}; using {default_level}");
         tracing_subscriber::EnvFilter::new(default_level)
     });
+    let journald = match cli.log_target {
+        LogTarget::Stderr => false,
+        LogTarget::Journald => true,
+        LogTarget::Auto => stderr_is_journal(),
+    };
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer.with_syslog_identifier("xengtd".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("xengtd: cannot log to journald ({e}); logging to stderr"),
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Man pages from the clap definitions: the command and each visible subcommand.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![(String::from("xengtd"), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("xengtd-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.8"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .section("8")
+            .render(&mut out)
+            .with_context(|| format!("rendering {name}.8"))?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli);
     let result = match cli.command {
+        Some(Command::Man { ref dir }) => write_man_pages(dir),
         None | Some(Command::Run) => run(&cli),
         Some(Command::Demo(ref a)) => xengt::demo::run(a)
             .map_err(anyhow::Error::from)

@@ -193,6 +193,11 @@ impl MediatedBackend {
         self.gvt.types()
     }
 
+    /// Replaces the type table for vGPUs created from now on (a reloaded config).
+    pub fn set_types(&mut self, types: Vec<mediator::vtypes::VgpuType>) {
+        self.gvt.set_types(types);
+    }
+
     /// Creates vGPU + ioreq server for `domid`; at exactly `at` when resuming.
     pub fn create_device(
         &mut self,

@@ -2,7 +2,11 @@
 //! watch fd, each vGPU's device fd, the signal self-pipe; the poll timeout is the next
 //! vGPU timer deadline (display vblank), at most 1 s for hotplug timeouts. SIGTERM/SIGINT
 //! tear every vGPU (and its ioreq server) down, mark hotplugged devices Closed in
-//! XenStore, remove the persisted records and the socket.
+//! XenStore, remove the persisted records and the socket. SIGHUP reloads the daemon
+//! config (see [`Daemon::reload`]). Losing the XenStore connection is fatal: the loop tears
+//! the vGPUs down and returns [`ServerError::XenStoreLost`], so the process exits non-zero
+//! and systemd's `Restart=on-failure` applies. Readiness, reloads and stopping are told to
+//! systemd with `sd_notify` (a no-op when `NOTIFY_SOCKET` is unset).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -15,9 +19,12 @@ use std::time::Duration;
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use xen_backend::ffi::signal::SignalPipe;
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use xen_backend::xenstore::XsClient;
 
+use crate::config::DaemonConfig;
 use crate::daemon::Daemon;
 use crate::hotplug::Hotplug;
 use crate::proto::{self, ErrorBody, ErrorCode, Response, PROTO_VERSION};
@@ -42,11 +49,32 @@ pub enum ServerError {
         /// Cause.
         cause: io::Error,
     },
+    /// The XenStore connection closed under the daemon (xenstored died or restarted).
+    #[error(
+        "lost the connection to xenstored; the vGPUs were torn down (restart xengtd once \
+         xenstored is back)"
+    )]
+    XenStoreLost,
+}
+
+/// The signals the loop handles: SIGTERM/SIGINT stop it, SIGHUP reloads the config.
+pub fn install_signals() -> io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP])
+}
+
+/// Tells systemd (when it started us with `Type=notify`) about a state change.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(%e, "sd_notify failed");
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
     let what = what.into();
-    move |source| ServerError::Io { what, cause: source }
+    move |source| ServerError::Io {
+        what,
+        cause: source,
+    }
 }
 
 struct Conn {
@@ -64,7 +92,8 @@ pub struct Server {
     daemon: Daemon,
     hotplug: Option<Hotplug>,
     xs: Option<Arc<XsClient>>,
-    signals: SignalPipe,
+    signals: Signals,
+    config_path: Option<PathBuf>,
     conns: HashMap<usize, Conn>,
     next_conn: usize,
     devices: BTreeMap<u16, RawFd>,
@@ -112,13 +141,15 @@ pub fn bind_control_socket(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 impl Server {
-    /// Sets the loop up. `hotplug` needs `xs`.
+    /// Sets the loop up. `hotplug` needs `xs`; `config_path` is the file SIGHUP reloads
+    /// (`None`: the built-in defaults, nothing to reload).
     pub fn new(
         daemon: Daemon,
         hotplug: Option<Hotplug>,
         xs: Option<Arc<XsClient>>,
         socket_path: &Path,
-        signals: SignalPipe,
+        mut signals: Signals,
+        config_path: Option<PathBuf>,
     ) -> Result<Self, ServerError> {
         let poll = Poll::new().map_err(io_err("create poll"))?;
         let mut listener = bind_control_socket(socket_path)?;
@@ -126,7 +157,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("register listener"))?;
         poll.registry()
-            .register(&mut SourceFd(&signals.fd()), SIGNALS, Interest::READABLE)
+            .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(io_err("register signals"))?;
         if let Some(xs) = &xs {
             poll.registry()
@@ -141,16 +172,20 @@ impl Server {
             hotplug,
             xs,
             signals,
+            config_path,
             conns: HashMap::new(),
             next_conn: CONN_BASE,
             devices: BTreeMap::new(),
         })
     }
 
-    /// Runs until SIGTERM/SIGINT, then shuts down cleanly.
+    /// Runs until SIGTERM/SIGINT, then shuts down cleanly; returns
+    /// [`ServerError::XenStoreLost`] (after tearing the vGPUs down) if xenstored goes away.
     pub fn run(mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(64);
         tracing::info!(socket = %self.socket_path.display(), "xengtd ready");
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        let mut lost_xenstore = false;
         loop {
             let timeout = self
                 .daemon
@@ -166,13 +201,21 @@ impl Server {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => {
-                        let sigs = self.signals.take();
-                        if !sigs.is_empty() {
+                        let sigs: Vec<i32> = self.signals.pending().collect();
+                        if sigs.contains(&SIGHUP) {
+                            self.reload();
+                        }
+                        if sigs.iter().any(|s| *s == SIGTERM || *s == SIGINT) {
                             tracing::info!(?sigs, "termination signal; shutting down");
                             stop = true;
                         }
                     }
-                    XENSTORE => self.xenstore_ready(),
+                    XENSTORE => {
+                        if !self.xenstore_ready() {
+                            lost_xenstore = true;
+                            stop = true;
+                        }
+                    }
                     Token(t) if (DEVICE_BASE..CONN_BASE).contains(&t) => {
                         if let Ok(domid) = u16::try_from(t - DEVICE_BASE) {
                             self.daemon.service(domid);
@@ -191,26 +234,73 @@ impl Server {
             }
             self.sync_devices();
         }
+        notify(&[NotifyState::Stopping]);
+        if lost_xenstore {
+            // Nothing can be written to XenStore any more: tear the ioreq servers down
+            // and leave the records for the restarted daemon.
+            let n = self.daemon.vgpus().len();
+            self.daemon.destroy_all();
+            let _ = std::fs::remove_file(&self.socket_path);
+            tracing::error!(destroyed = n, "xenstore connection lost; exiting");
+            return Err(ServerError::XenStoreLost);
+        }
         self.shutdown();
         Ok(())
     }
 
-    fn xenstore_ready(&mut self) {
-        let Some(xs) = self.xs.clone() else { return };
+    /// One line for `systemctl status`.
+    fn status_line(&self) -> String {
+        format!(
+            "{} vGPU(s), hotplug {}",
+            self.daemon.vgpus().len(),
+            if self.hotplug.is_some() { "on" } else { "off" }
+        )
+    }
+
+    /// SIGHUP: re-reads the config file; a file that does not load, or that changes what
+    /// cannot change while the daemon runs, is refused and the running config is kept.
+    fn reload(&mut self) {
+        notify(&[NotifyState::Reloading]);
+        match &self.config_path {
+            None => tracing::warn!("SIGHUP: no --config file was given; nothing to reload"),
+            Some(path) => match DaemonConfig::load(path) {
+                Err(e) => tracing::error!("SIGHUP: {e}; keeping the running config"),
+                Ok(cfg) => match self.daemon.reload(cfg) {
+                    Ok(changed) => tracing::info!(
+                        config = %path.display(),
+                        changed = %changed.join(", "),
+                        "SIGHUP: config reloaded"
+                    ),
+                    Err(e) => tracing::error!(
+                        config = %path.display(),
+                        "SIGHUP: {}; keeping the running config",
+                        e.message
+                    ),
+                },
+            },
+        }
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+    }
+
+    /// Handles XenStore watch events; false when the connection is gone.
+    fn xenstore_ready(&mut self) -> bool {
+        let Some(xs) = self.xs.clone() else {
+            return true;
+        };
         let evs = xs.take_watch_events();
         if xs.is_closed() {
-            tracing::error!("xenstore connection lost; hotplug stops (restart xengtd)");
             let _ = self
                 .poll
                 .registry()
                 .deregister(&mut SourceFd(&xs.watch_fd()));
             self.hotplug = None;
             self.daemon.hotplug_active = false;
-            return;
+            return false;
         }
         if let Some(hp) = self.hotplug.as_mut() {
             hp.on_events(&mut self.daemon, &xs, &evs);
         }
+        true
     }
 
     /// Keeps device fd registrations in step with the live vGPUs.

@@ -121,9 +121,7 @@ pub fn default_monitor(low_gm_bytes: u64) -> MonitorConfig {
 
 /// Low (mappable) graphics memory of GVT's Gen9 types (§3.3).
 pub fn gvt_low_gm(name: &str) -> Option<u64> {
-    let n = name
-        .strip_prefix("GVTg_V5_")
-        .unwrap_or(name);
+    let n = name.strip_prefix("GVTg_V5_").unwrap_or(name);
     let n = n.strip_suffix("_headless").unwrap_or(n);
     Some(match n {
         "8" => 64 * MIB,

@@ -415,6 +415,11 @@ impl Gvt {
         &self.clock
     }
 
+    /// Replaces the type table for vGPUs created from now on ([`VgpuManager::set_types`]).
+    pub fn set_types(&mut self, types: Vec<vtypes::VgpuType>) {
+        self.manager.set_types(types);
+    }
+
     /// The vGPU types with available instances and display capabilities.
     pub fn types(&self) -> Vec<TypeCaps> {
         self.manager

@@ -6,7 +6,6 @@ pub mod ctrl;
 pub mod dl;
 pub mod eventfd;
 pub mod page;
-pub mod signal;
 pub mod xen;
 
 use thiserror::Error;
