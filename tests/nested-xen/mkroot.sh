@@ -122,12 +122,29 @@ put "$R" /etc/xen/xl.conf
 mkdir -p "$R/boot"; cp "$NX_ROOT/usr/lib/debug/boot/xen-syms-4.17-amd64.map" "$R/boot/xen-syms.map"
 echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"; echo 'root:x:0:' >"$R/etc/group"
 
-# The project's binaries (built by the tier with cargo build --release). Missing ones are
-# reported by the scenarios that need them, not here: the infrastructure must still boot.
-REL="${XENGT_RELEASE_DIR:-$NX_REPO/target/release}"
-for b in xengtd xengt-ctl; do
-    if [ -x "$REL/$b" ]; then put_elf "$R" "$REL/$b" "/usr/sbin/$b"; strip --strip-debug "$R/usr/sbin/$b" 2>/dev/null || true; else nx_log "warning: $REL/$b not built"; fi
-done
+# The project, installed from its .deb (`make deb`; the tiers build it and set XENGT_DEB):
+# the binaries with their library closure, the unit, /etc/xengt, docs and man pages, as
+# dpkg would lay them out (dom0 has no dpkg or systemd: its init starts the unit's
+# ExecStart). Without a .deb (a hand-run harness), the release binaries are taken.
+# Missing binaries are reported by the scenarios that need them, not here: the
+# infrastructure must still boot.
+DEB="${XENGT_DEB:-$(ls "$NX_REPO"/target/debian/xengt_*.deb 2>/dev/null | head -n1)}"
+if [ -n "$DEB" ] && [ -s "$DEB" ]; then
+    D="$NX_OUT/deb-root"; rm -rf "$D"; mkdir -p "$D"
+    dpkg-deb -x "$DEB" "$D" || nx_die "cannot unpack $DEB"
+    for b in xengtd xengt-ctl; do
+        put_elf "$R" "$D/usr/sbin/$b" "/usr/sbin/$b"; strip --strip-debug "$R/usr/sbin/$b" 2>/dev/null || true
+    done
+    rm -f "$D/usr/sbin/xengtd" "$D/usr/sbin/xengt-ctl"
+    cp -a "$D"/. "$R"/
+    nx_log "dom0: installed $(basename "$DEB")"
+else
+    REL="${XENGT_RELEASE_DIR:-$NX_REPO/target/release}"
+    nx_log "warning: no xengt .deb (run make deb); taking the binaries from $REL"
+    for b in xengtd xengt-ctl; do
+        if [ -x "$REL/$b" ]; then put_elf "$R" "$REL/$b" "/usr/sbin/$b"; strip --strip-debug "$R/usr/sbin/$b" 2>/dev/null || true; else nx_log "warning: $REL/$b not built"; fi
+    done
+fi
 
 cp "$NX_DIR/dom0/init" "$R/init"; chmod +x "$R/init"
 cp "$NX_DIR"/dom0/scenarios/*.sh "$NX_DIR/dom0/common.sh" "$R/scenarios/"

@@ -69,10 +69,8 @@ fn four_guests_draw_their_own_patterns_and_shares_follow_weights() {
 #[test]
 fn every_allowed_guest_count_fits_the_host() {
     for guests in [5, COLOURS.len()] {
-        let out = std::env::temp_dir().join(format!(
-            "xengt-demo-test-{}-{guests}",
-            std::process::id()
-        ));
+        let out =
+            std::env::temp_dir().join(format!("xengt-demo-test-{}-{guests}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let report = run(&DemoArgs {
             guests,
@@ -82,7 +80,11 @@ fn every_allowed_guest_count_fits_the_host() {
         .unwrap_or_else(|e| panic!("--guests {guests}: {e}"));
         assert_eq!(report.guests.len(), guests);
         assert!(report.passed, "--guests {guests}: {report:#?}");
-        let types: Vec<_> = report.guests.iter().map(|g| g.vgpu.type_name.clone()).collect();
+        let types: Vec<_> = report
+            .guests
+            .iter()
+            .map(|g| g.vgpu.type_name.clone())
+            .collect();
         assert!(
             types.iter().any(|t| t == "GVTg_V5_4") || guests == COLOURS.len(),
             "mixed weights where they fit: {types:?}"

@@ -137,12 +137,20 @@ publish_params() {
     xenstore-chmod -r "$p" "n$d" 2>/dev/null || xenstore-chmod "$p/params" "n$d"
 }
 num_or_empty() { [ "$1" = - ] || printf '%d' "$1" 2>/dev/null; }
-# start_daemon: run `xengtd --backend xen` (once per boot) and wait until xengt-ctl answers.
+# start_daemon: start xengtd (once per boot) as the installed unit does, and wait until
+# xengt-ctl answers. dom0 has no systemd: this runs the unit's ExecStart= in its
+# RuntimeDirectory, so the test exercises the packaged unit, config and paths.
+UNIT=/lib/systemd/system/xengtd.service
 start_daemon() {
     need xengtd; need xengt-ctl
+    [ -s $UNIT ] || fail "the xengt package is not installed in dom0 ($UNIT missing)"
+    [ -s /etc/xengt/xengtd.json ] || fail "the xengt package did not install /etc/xengt/xengtd.json"
     if ! daemon_alive; then
+        local exec_line; exec_line=$(sed -n 's/^ExecStart=//p' $UNIT)
+        [ -n "$exec_line" ] || fail "no ExecStart= in $UNIT"
+        mkdir -p /run/xengt; chmod 0700 /run/xengt
         # shellcheck disable=SC2086
-        RUST_LOG=${RUST_LOG:-info} xengtd --backend xen ${XENGTD_EXTRA:-} >/var/log/xengtd.log 2>&1 &
+        $exec_line ${XENGTD_EXTRA:-} >/var/log/xengtd.log 2>&1 &
         echo $! >$ST/xengtd.pid
     fi
     local i=0
