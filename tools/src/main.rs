@@ -111,6 +111,12 @@ enum Cmd {
         /// Shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (xengt-ctl.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 fn daemon_config(cli: &Cli) -> Result<DaemonConfig, Failure> {
@@ -243,6 +249,7 @@ fn run(cli: &Cli, out: &mut Out) -> Result<(), Failure> {
             clap_complete::generate(*shell, &mut Cli::command(), "xengt-ctl", out.bytes());
             Ok(())
         }
+        Cmd::Man { dir } => man(cli, out, dir),
     }
 }
 
@@ -455,6 +462,34 @@ fn create(cli: &Cli, out: &mut Out, cfg: &Path, t: Duration) -> Result<(), Failu
         ));
         print_vgpus(o, &[v]);
     })
+}
+
+/// `xengt-ctl.1` and `xengt-ctl-<sub>.1` for every visible subcommand.
+fn man(cli: &Cli, out: &mut Out, dir: &Path) -> Result<(), Failure> {
+    let io = |e: std::io::Error| {
+        fail(
+            EXIT_FAILED,
+            "failed",
+            format!("cannot write man pages to {}: {e}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), dir).map_err(io)?;
+    let mut pages = vec!["xengt-ctl.1".to_string()];
+    pages.extend(
+        cmd.get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| format!("xengt-ctl-{}.1", s.get_name())),
+    );
+    if cli.json {
+        out.json(&serde_json::json!({"dir": dir.display().to_string(), "pages": pages}));
+    } else {
+        for p in pages {
+            out.line(dir.join(p).display());
+        }
+    }
+    Ok(())
 }
 
 /// Whether `--json` is on the command line (before a `--`), for reporting usage errors,

@@ -556,3 +556,52 @@ fn typos_and_populate_on_demand_are_refused() {
     let _ = std::fs::remove_file(&ok);
     d.stop();
 }
+
+#[test]
+fn man_pages() {
+    let dir = tmp("man");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(CTL)
+        .args(["man", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subs = [
+        "status",
+        "list",
+        "types",
+        "info",
+        "create",
+        "attach",
+        "destroy",
+        "parse-config",
+        "screenshot",
+        "completions",
+    ];
+    // roff writes a literal '-' as '\-'.
+    let roff = |s: &str| s.replace('-', "\\-");
+    let top = std::fs::read_to_string(dir.join("xengt-ctl.1")).unwrap();
+    assert!(top.contains(".TH xengt-ctl 1"), "{top}");
+    assert!(top.contains("Exit codes"), "{top}");
+    for sub in subs {
+        let name = roff(&format!("xengt-ctl-{sub}"));
+        assert!(
+            top.contains(&format!("{name}(1)")),
+            "xengt-ctl.1 does not mention {sub}"
+        );
+        let page = std::fs::read_to_string(dir.join(format!("xengt-ctl-{sub}.1"))).unwrap();
+        assert!(page.contains(&format!(".TH xengt-ctl-{sub} 1")), "{page}");
+        assert!(page.contains(".SH SYNOPSIS"), "{page}");
+    }
+    // The man subcommand itself is hidden: no page, not in the help.
+    assert!(!dir.join("xengt-ctl-man.1").exists());
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(pages, subs.len() + 1);
+    let help = Command::new(CTL).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("man "));
+    let _ = std::fs::remove_dir_all(&dir);
+}
