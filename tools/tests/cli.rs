@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -70,6 +70,12 @@ impl Daemon {
             .args(args)
             .output()
             .expect("run xengt-ctl")
+    }
+
+    fn ctl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(CTL);
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -306,4 +312,296 @@ fn completions_print() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("parse-config"));
+}
+
+/// A pipe whose reader is gone: the write end of `true`'s stdin, after `true` exited.
+/// Writing to it fails with EPIPE from the first byte, deterministically.
+fn closed_pipe() -> Stdio {
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let w = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    Stdio::from(w)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("xengt-cli-{}-{name}", std::process::id()))
+}
+
+/// One JSON error object on stdout, nothing on stderr, the given exit code; its code.
+fn json_error(out: &Output, exit: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(exit), "{stdout}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let e = v["error"].as_object().unwrap();
+    assert_eq!(e.len(), 2, "{v}");
+    assert!(!e["message"].as_str().unwrap().is_empty(), "{v}");
+    e["code"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let d = Daemon::start("epipe");
+    d.json(&["attach", "5"]);
+    for args in [
+        &["info", "5", "--json"][..],
+        &["list"],
+        &["status"],
+        &["completions", "bash"],
+    ] {
+        let out = d.ctl_cmd(args).stdout(closed_pipe()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    // A failure keeps its exit code; its text on stderr is still seen.
+    let out = d
+        .ctl_cmd(&["info", "4242"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4242"));
+    let out = d
+        .ctl_cmd(&["info", "4242", "--json"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.is_empty());
+    // The case from the issue, through a shell.
+    let sh = format!(
+        "{CTL} --socket {} info 5 --json | true; echo ${{PIPESTATUS[0]}}",
+        d.socket.display()
+    );
+    let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.stop();
+}
+
+#[test]
+fn json_errors_are_one_object_and_keep_the_exit_codes() {
+    let d = Daemon::start("jsonerr");
+    assert_eq!(
+        json_error(&d.ctl(&["info", "4242", "--json"]), 1),
+        "unknown_domain"
+    );
+    assert_eq!(
+        json_error(&d.ctl(&["--json", "attach", "9", "--type", "huge"]), 1),
+        "no_such_type"
+    );
+    assert_eq!(
+        json_error(&d.ctl(&["info", "nobody", "--json"]), 1),
+        "unknown_domain"
+    );
+    assert_eq!(json_error(&d.ctl(&["info", "--json"]), 2), "usage");
+    assert_eq!(json_error(&d.ctl(&["info", "70000", "--json"]), 2), "usage");
+    assert_eq!(
+        json_error(&d.ctl(&["--timeout", "0", "list", "--json"]), 2),
+        "usage"
+    );
+    let bad = tmp("json-bad.cfg");
+    std::fs::write(
+        &bad,
+        "name = 'b'\ntype = 'hvm'\nvgt = 1\nvgt_low_gm_sz = 7\n",
+    )
+    .unwrap();
+    let out = d.ctl(&["parse-config", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(json_error(&out, 4), "invalid_input");
+    let _ = std::fs::remove_file(&bad);
+    let out = Command::new(CTL)
+        .args(["--socket", "/nonexistent/x.sock", "list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json_error(&out, 3), "unreachable");
+    // Without --json the same failures stay one plain line on stderr.
+    let out = d.ctl(&["info", "4242"]);
+    assert!(out.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    d.stop();
+}
+
+#[test]
+fn domains_by_name() {
+    let d = Daemon::start("names");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pvh = root.join("configs/examples/pvh-vgt.cfg");
+    let created = d.json(&["create", pvh.to_str().unwrap()]);
+    assert_eq!(created["name"], "vgt-pvh");
+    let domid = created["domid"].as_u64().unwrap();
+    d.json(&["attach", "7"]);
+    let list = d.json(&["list"]);
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].clone())
+        .collect();
+    assert_eq!(names, ["vgt-pvh", "sim-7"]);
+    let table = d.ctl(&["list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let head: Vec<_> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&head[..3], ["DOMID", "NAME", "TYPE"], "{table}");
+    assert!(table.lines().any(|l| l.contains("vgt-pvh")), "{table}");
+    // Every domain argument takes a name.
+    assert_eq!(d.json(&["info", "vgt-pvh"])["domid"].as_u64(), Some(domid));
+    assert_eq!(d.json(&["info", "sim-7"])["domid"], 7);
+    let out = d.ctl(&["attach", "vgt-pvh"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already_attached"));
+    let png = tmp("never.png");
+    let out = d.ctl(&["screenshot", "vgt-pvh", png.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_image"));
+    // An unknown name: one line listing what exists.
+    let out = d.ctl(&["destroy", "vgt-hvm"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no domain named \"vgt-hvm\"")
+            && err.contains(&format!("{domid} (vgt-pvh)"))
+            && err.contains("7 (sim-7)"),
+        "{err}"
+    );
+    // Invalid arguments are usage errors; a second guest of the same name is refused.
+    assert_eq!(d.ctl(&["info", ""]).status.code(), Some(2));
+    assert_eq!(d.ctl(&["info", "a\u{7}b"]).status.code(), Some(2));
+    let out = d.ctl(&["create", pvh.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already named"));
+    let out = d.ctl(&["destroy", "vgt-pvh"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("destroyed the vGPU of domain {domid} (vgt-pvh)")
+    );
+    assert_eq!(d.json(&["list"]).as_array().unwrap().len(), 1);
+    d.stop();
+}
+
+#[test]
+fn status_and_version() {
+    let d = Daemon::start("status");
+    d.json(&["attach", "3"]);
+    let st = d.json(&["status"]);
+    assert_eq!(st["daemon_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(st["version"], 1);
+    assert_eq!(st["backend"], "sim");
+    assert_eq!(st["vgpus"], 1);
+    assert_eq!(st["xenstore"], false);
+    assert_eq!(st["hotplug"], false);
+    assert!(st["uptime_s"].as_u64().unwrap() < 600);
+    let out = d.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        format!("DAEMON_VERSION  {}", env!("CARGO_PKG_VERSION")),
+        "BACKEND         sim".into(),
+        "VGPUS           1 of at most".into(),
+        "XENSTORE        not connected".into(),
+    ] {
+        assert!(text.contains(&needle), "{needle}: {text}");
+    }
+    let out = Command::new(CTL).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("xengt-ctl {}", env!("CARGO_PKG_VERSION"))
+    );
+    d.stop();
+}
+
+#[test]
+fn typos_and_populate_on_demand_are_refused() {
+    let cases = [
+        (
+            "name = 'g'\ntype = 'hvm'\nvgt = 1\nvgt_low_gm_size = 256\n",
+            ":4: vgt_low_gm_size: unknown vGPU key; did you mean vgt_low_gm_sz?",
+        ),
+        (
+            "name = 'g'\ntype = 'hvm'\nmemory = 2048\nmaxmem = 4096\nvgt = 1\n",
+            ":4: maxmem: 4096 > memory 2048: a vGPU guest cannot use populate-on-demand; set maxmem = 2048",
+        ),
+    ];
+    let d = Daemon::start("typos");
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let cfg = tmp(&format!("typo{i}.cfg"));
+        std::fs::write(&cfg, text).unwrap();
+        // parse-config and create read configs through the same parser.
+        for cmd in ["parse-config", "create"] {
+            let out = d.ctl(&[cmd, cfg.to_str().unwrap()]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(4), "{cmd}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains(&format!("{}{needle}", cfg.display())), "{err}");
+        }
+        let _ = std::fs::remove_file(&cfg);
+    }
+    assert!(d.json(&["list"]).as_array().unwrap().is_empty());
+    // Other xl keys stay accepted.
+    let ok = tmp("ok.cfg");
+    std::fs::write(
+        &ok,
+        "name = 'g'\ntype = 'hvm'\nmemory = 2048\nmaxmem = 2048\nvgt = 1\nvga = 'none'\nsome_future_xl_key = 1\n",
+    )
+    .unwrap();
+    let v = d.json(&["parse-config", ok.to_str().unwrap()]);
+    assert_eq!(v["vgpu"]["type_name"], "GVTg_V5_4");
+    let _ = std::fs::remove_file(&ok);
+    d.stop();
+}
+
+#[test]
+fn man_pages() {
+    let dir = tmp("man");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(CTL)
+        .args(["man", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subs = [
+        "status",
+        "list",
+        "types",
+        "info",
+        "create",
+        "attach",
+        "destroy",
+        "parse-config",
+        "screenshot",
+        "completions",
+    ];
+    // roff writes a literal '-' as '\-'.
+    let roff = |s: &str| s.replace('-', "\\-");
+    let top = std::fs::read_to_string(dir.join("xengt-ctl.1")).unwrap();
+    assert!(top.contains(".TH xengt-ctl 1"), "{top}");
+    assert!(top.contains("Exit codes"), "{top}");
+    for sub in subs {
+        let name = roff(&format!("xengt-ctl-{sub}"));
+        assert!(
+            top.contains(&format!("{name}(1)")),
+            "xengt-ctl.1 does not mention {sub}"
+        );
+        let page = std::fs::read_to_string(dir.join(format!("xengt-ctl-{sub}.1"))).unwrap();
+        assert!(page.contains(&format!(".TH xengt-ctl-{sub} 1")), "{page}");
+        assert!(page.contains(".SH SYNOPSIS"), "{page}");
+    }
+    // The man subcommand itself is hidden: no page, not in the help.
+    assert!(!dir.join("xengt-ctl-man.1").exists());
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(pages, subs.len() + 1);
+    let help = Command::new(CTL).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("man "));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,7 @@ pub mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mediator::display::DisplayCaps;
 use mediator::partition::MIB;
@@ -64,6 +64,8 @@ impl Vgpu {
     pub fn info(&self) -> VgpuInfo {
         VgpuInfo {
             domid: self.domid,
+            // Filled in by the daemon (`ops`), which knows where names come from.
+            name: None,
             type_name: self.rec.type_name.clone(),
             state: self.state.name().to_string(),
             low_gm: self.rec.low,
@@ -117,6 +119,10 @@ pub struct Daemon {
     xs: Option<Arc<XsClient>>,
     /// Set by the hotplug module when its watches are registered.
     pub hotplug_active: bool,
+    /// When this state was created (`status` uptime).
+    started: Instant,
+    /// Names of simulated domains `create`d from an xl config ([`ops`]).
+    sim_names: BTreeMap<u16, String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -141,6 +147,8 @@ impl Daemon {
             vgpus: BTreeMap::new(),
             xs,
             hotplug_active: false,
+            started: Instant::now(),
+            sim_names: BTreeMap::new(),
         }
     }
 
@@ -385,6 +393,7 @@ impl Daemon {
             ));
         };
         self.backend.destroy_device(domid);
+        self.sim_names.remove(&domid);
         self.unpersist(domid);
         v.state = XenbusState::Closed;
         tracing::info!(domid, "vGPU destroyed");

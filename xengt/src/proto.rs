@@ -9,6 +9,12 @@
 //! `unsupported_version` (saying which it speaks). Unknown fields are errors. A line is at
 //! most [`MAX_LINE`] bytes. Nothing is executed until a complete, valid line arrived, so a
 //! peer that sends garbage or disconnects mid-request changes no state.
+//!
+//! Compatibility within version 1: fields are only ever added to replies (clients ignore
+//! reply fields they do not know, and read missing ones as their default), and new
+//! operations are added (an older daemon answers them `bad_request`). `domains` and the
+//! `name` of [`VgpuInfo`] and the daemon facts of [`StatusInfo`] beyond `version`,
+//! `backend`, `vgpus` and `hotplug` came this way, so the version stayed 1.
 
 use mediator::counters::VgpuCounters;
 use mediator::display::fb::Tiling;
@@ -88,6 +94,9 @@ pub enum Op {
         /// Guest domain.
         domid: u16,
     },
+    /// The domains the daemon knows, with their names ([`DomainInfo`]), for clients that
+    /// turn a domain name into an id.
+    Domains,
 }
 
 /// Machine-readable error codes.
@@ -297,6 +306,10 @@ pub struct ScreenshotInfo {
 pub struct VgpuInfo {
     /// Guest domain.
     pub domid: u16,
+    /// The domain's name (`null` if unknown): XenStore `/local/domain/<domid>/name`, or
+    /// for a simulated domain the xl config's `name` or a generated `sim-<domid>`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Type (`None` for custom sizes).
     pub type_name: Option<String>,
     /// XenbusState name (`Connected`, `InitWait`, …).
@@ -333,7 +346,8 @@ pub struct VgpuInfo {
     pub counters: Option<CountersView>,
 }
 
-/// Daemon facts.
+/// Daemon facts. Fields after `hotplug` are absent from older daemons (read as their
+/// defaults: empty, 0, false).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusInfo {
     /// Protocol version.
@@ -344,6 +358,32 @@ pub struct StatusInfo {
     pub vgpus: usize,
     /// Whether XenStore hotplug is active.
     pub hotplug: bool,
+    /// The daemon's own version (its crate version, set by the daemon).
+    #[serde(default)]
+    pub daemon_version: String,
+    /// Seconds since the daemon state was created.
+    #[serde(default)]
+    pub uptime_s: u64,
+    /// Whether the daemon has a XenStore connection that is still open.
+    #[serde(default)]
+    pub xenstore: bool,
+    /// Most vGPUs the daemon will run (`limits.max_vgpus`).
+    #[serde(default)]
+    pub max_vgpus: u32,
+    /// The type `attach` without `--type` uses.
+    #[serde(default)]
+    pub default_type: String,
+}
+
+/// One domain the daemon knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    /// Domain id.
+    pub domid: u16,
+    /// Its name, if known (see [`VgpuInfo::name`]).
+    pub name: Option<String>,
+    /// Whether it has a vGPU.
+    pub vgpu: bool,
 }
 
 /// Decodes a request line (without the newline).
@@ -434,6 +474,17 @@ mod tests {
         assert_eq!(buf, b"partial");
         let mut big = vec![b'x'; MAX_LINE + 1];
         assert!(matches!(take_lines(&mut big), Err(ProtoError::TooLong)));
+    }
+
+    #[test]
+    fn replies_of_older_daemons_still_decode() {
+        // A version-1 status from before the daemon facts; the `domains` request.
+        let st: StatusInfo =
+            serde_json::from_str(r#"{"version":1,"backend":"sim","vgpus":0,"hotplug":false}"#)
+                .unwrap();
+        assert_eq!((st.daemon_version.as_str(), st.uptime_s), ("", 0));
+        let op: Request = serde_json::from_str(r#"{"version":1,"op":{"cmd":"domains"}}"#).unwrap();
+        assert_eq!(op.op, Op::Domains);
     }
 
     #[test]

@@ -2,10 +2,15 @@
 //! (xen-abi.md §5.5): `vgt`, `vgt_low_gm_sz`, `vgt_high_gm_sz`, `vgt_fence_sz`,
 //! `vgt_primary`, `vgt_monitor_config_file`, plus `name`, `type`/`builder`, `memory`.
 //!
+//! Any other key starting with `vgt` is refused with the nearest known key ([`keys`]): xl
+//! would ignore a typo and the guest would silently get the default type. A `vgt = 1`
+//! guest must not use populate-on-demand: `maxmem`, if given, must equal `memory`.
+//!
 //! Sizes are validated against the daemon's vGPU types ([`DaemonConfig::types`]): the
 //! given keys must all match one type, or — only if `limits.custom` is configured — lie
 //! within the custom bounds. Errors carry `file:line` and the allowed values.
 
+mod keys;
 mod syntax;
 
 use std::collections::BTreeMap;
@@ -14,6 +19,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DaemonConfig;
+pub use keys::VGT_KEYS;
 pub use mediator::ggtt_ram::GgttBacking;
 pub use syntax::{parse as parse_settings, parse_int, Setting, SyntaxError, Value};
 
@@ -168,11 +174,19 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
         msg: e.msg,
     })?;
     let cx = Ctx { file, map };
+    let unknown = cx
+        .map
+        .iter()
+        .filter(|(k, _)| keys::is_unknown_vgt_key(k))
+        .min_by_key(|(_, s)| s.line);
+    if let Some((key, _)) = unknown {
+        return cx.invalid(key, keys::unknown_key_message(key));
+    }
     let Some(name) = cx.string("name")? else {
         return cx.invalid("name", "missing: every guest needs name = \"...\"");
     };
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
-        return cx.invalid("name", "must be 1-64 printable characters");
+    if let Err(why) = check_domain_name(&name) {
+        return cx.invalid("name", why);
     }
     let guest_type = guest_type(&cx)?;
     let memory_mib = cx.uint("memory", 1 << 30)?;
@@ -181,6 +195,9 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
         Some(1) => true,
         Some(v) => return cx.invalid("vgt", format!("{v} is not 0 or 1")),
     };
+    if vgt {
+        no_populate_on_demand(&cx, memory_mib)?;
+    }
     let vgpu = if vgt {
         if guest_type == GuestType::Pv {
             return cx.invalid(
@@ -214,6 +231,39 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
         memory_mib,
         vgpu,
     })
+}
+
+/// Why `name` cannot be a domain name: 1-64 characters, none a control character, not
+/// all digits (xl and xengt-ctl read an all-digit argument as a domain id).
+pub fn check_domain_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err("must be 1-64 printable characters");
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must not be all digits (it would be read as a domain id)");
+    }
+    Ok(())
+}
+
+/// libxl refuses populate-on-demand (`memory` < `maxmem`) for vgt guests: the vGPU's
+/// DMA may reach pages that are not populated yet. `maxmem` alone means memory = maxmem.
+fn no_populate_on_demand(cx: &Ctx<'_>, memory: Option<u64>) -> Result<(), XlCfgError> {
+    let (Some(mem), Some(max)) = (memory, cx.uint("maxmem", 1 << 30)?) else {
+        return Ok(());
+    };
+    if max > mem {
+        return cx.invalid(
+            "maxmem",
+            format!("{max} > memory {mem}: a vGPU guest cannot use populate-on-demand; set maxmem = {mem} (or remove maxmem)"),
+        );
+    }
+    if max < mem {
+        return cx.invalid(
+            "maxmem",
+            format!("{max} < memory {mem}: set maxmem = {mem} (or remove maxmem)"),
+        );
+    }
+    Ok(())
 }
 
 fn guest_type(cx: &Ctx<'_>) -> Result<GuestType, XlCfgError> {

@@ -210,3 +210,73 @@ fn pvh_guests_ask_the_daemon_to_place_the_bars() {
     assert!(pvh.vgpu.unwrap().preset_bars);
     assert!(!hvm.vgpu.unwrap().preset_bars);
 }
+
+#[test]
+fn unknown_vgt_key_names_it_and_the_nearest_known_key() {
+    let e = parse(
+        "name='x'\ntype='hvm'\nvgt=1\nvgt_low_gm_size=256\nvgt_fenc_sz=4\n",
+        "t.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    // The first typo by line, one line, with the suggestion.
+    assert_eq!(
+        e,
+        "t.cfg:4: vgt_low_gm_size: unknown vGPU key; did you mean vgt_low_gm_sz?"
+    );
+    // Also without vgt = 1 (the typo may be in vgt itself).
+    let e = parse("name='x'\ntype='hvm'\nVGT=1\n", "t.cfg", &cfg()).unwrap_err();
+    assert!(e.to_string().contains("did you mean vgt?"), "{e}");
+    // Keys that are not vgt* stay accepted, as xl's own keys.
+    parse(
+        "name='x'\ntype='hvm'\nvgt=1\nvga='none'\nserial='pty'\nmy_own_key=3\ngvt=1\n",
+        "t.cfg",
+        &cfg(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn populate_on_demand_is_refused_for_vgpu_guests_only() {
+    let e = parse(
+        "name='x'\ntype='hvm'\nmemory=2048\nmaxmem=4096\nvgt=1\n",
+        "pod.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("pod.cfg:4: maxmem: 4096 > memory 2048:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("populate-on-demand") && e.contains("set maxmem = 2048"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1);
+    let e = parse(
+        "name='x'\ntype='hvm'\nmemory=2048\nmaxmem=1024\nvgt=1",
+        "f",
+        &cfg(),
+    );
+    assert!(e.unwrap_err().to_string().contains("set maxmem = 2048"));
+    for ok in [
+        "name='x'\ntype='hvm'\nmemory=2048\nmaxmem=2048\nvgt=1",
+        "name='x'\ntype='hvm'\nmaxmem=4096\nvgt=1",
+        "name='x'\ntype='hvm'\nmemory=2048\nvgt=1",
+        "name='x'\ntype='hvm'\nmemory=2048\nmaxmem=4096",
+    ] {
+        parse(ok, "f", &cfg()).unwrap();
+    }
+}
+
+#[test]
+fn all_digit_names_are_refused() {
+    let e = parse("name='42'\ntype='hvm'", "n.cfg", &cfg()).unwrap_err();
+    assert!(e.to_string().contains("domain id"), "{e}");
+    assert_eq!(check_domain_name("vm42"), Ok(()));
+    assert!(check_domain_name("").is_err());
+    assert!(check_domain_name("a\nb").is_err());
+    assert!(check_domain_name(&"a".repeat(65)).is_err());
+}
