@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod dmhook;
 mod out;
 mod target;
 mod xl;
@@ -110,6 +111,22 @@ enum Cmd {
     Completions {
         /// Shell.
         shell: clap_complete::Shell,
+    },
+    /// Device-model hook for stock `xl create`: hand the vGPU to xengtd, then run qemu-xen.
+    ///
+    /// Not run by hand: a guest config names it as its device model,
+    ///   device_model_override = "/usr/libexec/xengt/qemu-dm-vgt"
+    ///   device_model_args_hvm = [ "-xengt-config", "/etc/xen/GUEST.cfg" ]
+    /// and libxl runs it, with the domain still paused, with qemu-xen's arguments. It reads
+    /// the vgt* keys of -xengt-config, hands the vGPU to xengtd through XenStore, waits
+    /// until it is Connected, then executes -xengt-qemu PATH (default
+    /// /usr/libexec/xen-qemu-system-i386) with the other arguments. On failure it exits 1
+    /// before qemu-xen starts: xl reports that the device model failed and destroys the
+    /// domain, and the reason is in /var/log/xen/qemu-dm-NAME.log.
+    DmHook {
+        /// qemu-xen's arguments (with -xen-domid) plus -xengt-config CFG [-xengt-qemu PATH].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Write the man pages (xengt-ctl.1 and one per subcommand) into DIR.
     #[command(hide = true)]
@@ -250,6 +267,13 @@ fn run(cli: &Cli, out: &mut Out) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Man { dir } => man(cli, out, dir),
+        Cmd::DmHook { args } => {
+            let dc = daemon_config(cli)?;
+            match dmhook::run(args, &dc, t) {
+                Ok(never) => match never {},
+                Err(e) => Err(fail(EXIT_FAILED, "dm_hook", format!("dm-hook: {e}"))),
+            }
+        }
     }
 }
 

@@ -581,6 +581,7 @@ fn man_pages() {
         "parse-config",
         "screenshot",
         "completions",
+        "dm-hook",
     ];
     // roff writes a literal '-' as '\-'.
     let roff = |s: &str| s.replace('-', "\\-");
@@ -604,4 +605,43 @@ fn man_pages() {
     let help = Command::new(CTL).arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("man "));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The stock-xl device-model hook refuses before it would start QEMU, with one line that
+/// says what to fix (libxl puts it in qemu-dm-NAME.log and destroys the domain).
+#[test]
+fn dm_hook_refuses_with_a_clear_line_before_starting_qemu() {
+    let hook = |args: &[&str]| {
+        let o = Command::new(CTL)
+            .arg("dm-hook")
+            .arg("--")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = hook(&["-machine", "xenfv"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("-xen-domid"), "{err}");
+    let (code, err) = hook(&["-xen-domid", "4", "-xengt-config", "/nonexistent/g.cfg"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/g.cfg"), "{err}");
+    let ex = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/examples/hvm-vgt.cfg"
+    );
+    let (code, err) = hook(&[
+        "-xen-domid",
+        "4",
+        "-xengt-config",
+        ex,
+        "-xengt-qemu",
+        "/nonexistent/qemu",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/qemu does not exist"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
