@@ -34,19 +34,25 @@ for p in /usr/sbin/xengtd /usr/sbin/xengt-ctl /lib/systemd/system/xengtd.service
     grep -qx "$p" <<<"$list" || fail "the package lacks $p"
 done
 [ "$(dpkg-deb -f "$deb" Package)" = xengt ] || fail "package name is not xengt"
-dpkg-deb -I "$deb" conffiles | grep -qx /etc/xengt/xengtd.json || fail "/etc/xengt/xengtd.json is not a conffile"
+grep -qx /etc/xengt/xengtd.json <<<"$(dpkg-deb -I "$deb" conffiles)" || fail "/etc/xengt/xengtd.json is not a conffile"
 
 # Install for real (apt resolves Depends: the libxen* libraries from Debian).
 dpkg -s xengt >/dev/null 2>&1 && { say "removing a previous xengt"; apt-get purge -y -q xengt >/dev/null; }
 cleanup() { apt-get purge -y -q xengt >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 say "apt-get install $deb"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q "./$deb" >target/packaging-apt.log 2>&1 ||
+# Depends only: the tier proves what the package needs (Recommends pull all of Xen and QEMU).
+# A stale package index (404 on fetch) gets one `apt-get update` and a second try.
+apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "./$deb"; }
+apt_install >target/packaging-apt.log 2>&1 ||
+    { say "apt-get install failed; apt-get update and retry"; apt-get update -q >>target/packaging-apt.log 2>&1; apt_install >>target/packaging-apt.log 2>&1; } ||
     { tail -n 20 target/packaging-apt.log; fail "apt-get install of the .deb failed"; }
 [ -x /usr/sbin/xengtd ] && [ -x /usr/sbin/xengt-ctl ] || fail "binaries not installed in /usr/sbin"
 /usr/sbin/xengtd --version | grep -q "^xengtd " || fail "installed xengtd --version"
+# (Captured first: `ldconfig -p | grep -q` under pipefail fails when grep stops reading early.)
+cache=$(ldconfig -p)
 for lib in libxendevicemodel.so.1 libxenforeignmemory.so.1 libxenevtchn.so.1 libxenctrl.so.4.17; do
-    ldconfig -p | grep -q "$lib" || fail "Depends did not bring $lib"
+    grep -qF "$lib " <<<"$cache" || fail "Depends did not bring $lib"
 done
 
 say "systemd-analyze verify xengtd.service"
@@ -61,7 +67,8 @@ case "$rating" in PERFECT|SAFE|OK) ;; *) fail "hardening rated '$rating' ($score
 
 for page in xengtd xengt-ctl xengt-ctl-list xengt-ctl-create; do
     man -w "$page" >/dev/null 2>&1 || fail "man $page: not found"
-    man "$page" 2>/dev/null | grep -q . || fail "man $page renders empty"
+    text=$(man "$page" 2>/dev/null) || fail "man $page failed to render"
+    [ -n "$text" ] || fail "man $page renders empty"
 done
 
 # The daemon as the unit starts it (ExecStart, with the simulated backend since this host
