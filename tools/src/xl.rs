@@ -1,5 +1,7 @@
 //! `create` on real Xen: `xl create -p`, the XenStore backend entries, wait for Connected,
-//! `xl unpause`; any failure destroys the half-made domain.
+//! `xl unpause`; any failure destroys the half-made domain. A config that uses the
+//! stock-xl hook (`device_model_override`, see `dmhook`) is a plain `xl create`: the hook
+//! does the hand-off.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,8 +33,17 @@ pub fn create(cfg_path: &Path, guest: &GuestConfig, timeout: Duration) -> Result
         return Err(format!("{}: no vgt = 1 in the config", cfg_path.display()));
     };
     let path = cfg_path.to_str().ok_or("config path is not UTF-8")?;
-    xl(&["create", "-p", path])?;
     let name = guest.name.as_str();
+    if guest.dm_hook {
+        // xl runs the hook as the device model: it hands the vGPU over and waits for
+        // Connected while the domain is paused, and xl unpauses only after that. A hook
+        // failure makes xl destroy the domain itself.
+        xl(&["create", path])?;
+        return xl(&["domid", name])?
+            .parse()
+            .map_err(|_| format!("xl domid {name} did not print a domain id"));
+    }
+    xl(&["create", "-p", path])?;
     let result = (|| {
         let domid: u16 = xl(&["domid", name])?
             .parse()

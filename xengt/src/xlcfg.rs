@@ -107,7 +107,14 @@ pub struct GuestConfig {
     pub memory_mib: Option<u64>,
     /// The vGPU, if `vgt=1`.
     pub vgpu: Option<VgpuRequest>,
+    /// `device_model_override` names xengt's stock-xl hook ([`DM_HOOK_NAME`]): `xl create`
+    /// itself hands the vGPU over, through the hook, before the guest's QEMU starts.
+    #[serde(default)]
+    pub dm_hook: bool,
 }
+
+/// File name of the device-model hook the package installs (`/usr/libexec/xengt/`).
+pub const DM_HOOK_NAME: &str = "qemu-dm-vgt";
 
 /// Reads and validates a file.
 pub fn load(path: &Path, cfg: &DaemonConfig) -> Result<GuestConfig, XlCfgError> {
@@ -225,12 +232,63 @@ pub fn parse(text: &str, file: &str, cfg: &DaemonConfig) -> Result<GuestConfig, 
         v.preset_bars = guest_type == GuestType::Pvh;
         v
     });
+    let dm_hook = dm_hook(&cx, vgt, guest_type)?;
     Ok(GuestConfig {
         name,
         guest_type,
         memory_mib,
         vgpu,
+        dm_hook,
     })
+}
+
+/// Whether `device_model_override` names the xengt hook, and if so that the rest of the
+/// config lets it work: `vgt = 1`, an HVM guest (only HVM guests have a device model), and
+/// `device_model_args_hvm` carrying `"-xengt-config", "<path>"` (the hook reads the `vgt*`
+/// keys from that file; xl does not pass them on).
+fn dm_hook(cx: &Ctx<'_>, vgt: bool, guest_type: GuestType) -> Result<bool, XlCfgError> {
+    const KEY: &str = "device_model_override";
+    let Some(path) = cx.string(KEY)? else {
+        return Ok(false);
+    };
+    if Path::new(&path).file_name().and_then(|n| n.to_str()) != Some(DM_HOOK_NAME) {
+        return Ok(false);
+    }
+    if !vgt {
+        return cx.invalid(
+            KEY,
+            "names the xengt vGPU hook but the config has no vgt = 1",
+        );
+    }
+    if guest_type != GuestType::Hvm {
+        return cx.invalid(
+            KEY,
+            "the xengt vGPU hook needs type = \"hvm\" (only HVM guests have a device model)",
+        );
+    }
+    const ARGS: &str = "device_model_args_hvm";
+    let items = match cx.map.get(ARGS).map(|s| &s.value) {
+        Some(Value::List(items)) => items.as_slice(),
+        Some(_) => return cx.invalid(ARGS, "expected a list of quoted strings"),
+        None => &[],
+    };
+    let has_config = items.windows(2).any(|w| {
+        matches!(&w[0], Value::Str(f) if f == "-xengt-config")
+            && matches!(&w[1], Value::Str(p) if !p.is_empty())
+    });
+    if !has_config {
+        let line = cx.map.get(KEY).map_or(0, |s| s.line);
+        return Err(XlCfgError::Invalid {
+            file: cx.file.to_string(),
+            line,
+            key: ARGS.to_string(),
+            msg: format!(
+                "the xengt hook in {KEY} needs {ARGS} = [ \"-xengt-config\", \"{}\" ] (this file's path)",
+                cx.file
+            ),
+        });
+    }
+    Ok(true)
 }
 
 /// Why `name` cannot be a domain name: 1-64 characters, none a control character, not

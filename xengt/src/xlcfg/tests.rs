@@ -280,3 +280,65 @@ fn all_digit_names_are_refused() {
     assert!(check_domain_name("a\nb").is_err());
     assert!(check_domain_name(&"a".repeat(65)).is_err());
 }
+
+#[test]
+fn the_stock_xl_hook_is_recognised_and_its_arguments_checked() {
+    let base = "name='h'\ntype='hvm'\nmemory=1024\nvgt=1\n";
+    let hook = "device_model_override='/usr/libexec/xengt/qemu-dm-vgt'\n";
+    let args = "device_model_args_hvm=['-xengt-config', '/etc/xen/h.cfg']\n";
+    let g = parse(&format!("{base}{hook}{args}"), "h.cfg", &cfg()).unwrap();
+    assert!(g.dm_hook);
+    assert!(g.vgpu.is_some());
+    // Another device model is not the hook.
+    let other = "device_model_override='/usr/bin/qemu-system-x86_64'\n";
+    assert!(
+        !parse(&format!("{base}{other}"), "h.cfg", &cfg())
+            .unwrap()
+            .dm_hook
+    );
+    assert!(!parse(base, "h.cfg", &cfg()).unwrap().dm_hook);
+    // The hook without its -xengt-config argument cannot find the vgt keys.
+    let e = parse(&format!("{base}{hook}"), "h.cfg", &cfg())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device_model_args_hvm") && e.contains("-xengt-config") && e.contains("h.cfg"),
+        "{e}"
+    );
+    let e = parse(
+        &format!("{base}{hook}device_model_args_hvm=['-xengt-config']\n"),
+        "h.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("-xengt-config"), "{e}");
+    // The hook without vgt = 1, or on a PVH guest, is refused.
+    let e = parse(
+        &format!("name='h'\ntype='hvm'\n{hook}{args}"),
+        "h.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no vgt = 1"), "{e}");
+    let e = parse(
+        &format!("name='h'\ntype='pvh'\nvgt=1\n{hook}{args}"),
+        "h.cfg",
+        &cfg(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("type = \"hvm\""), "{e}");
+}
+
+#[test]
+fn the_example_hvm_config_uses_the_hook() {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/examples/hvm-vgt.cfg"
+    );
+    let g = load(Path::new(p), &cfg()).unwrap();
+    assert!(g.dm_hook);
+    assert_eq!(g.vgpu.unwrap().type_name.as_deref(), Some("GVTg_V5_2"));
+}
